@@ -1,0 +1,56 @@
+"""What the runtime needs from a dataset: an ordered list of items, and a way to read one.
+
+Datasets only enumerate and read. They know nothing about shards, checkpoints or models.
+"""
+
+from __future__ import annotations
+
+import re
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+_SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
+
+
+@dataclass(frozen=True)
+class Item:
+    """One unit of work: usually a frame, for some stages a clip or a video.
+
+    `id` names the item's checkpoint files, so it must be unique and filesystem-safe. `sequence` groups items that
+    the sharder keeps together (a video, a camera view), and `weight` is the item's share of the work (frames).
+    `group` is a free label for status tables (e.g. "train/500ms").
+    """
+
+    id: str
+    sequence: str = ""
+    weight: int = 1
+    group: str = ""
+    index: int = field(default=-1, compare=False)
+
+    def __post_init__(self) -> None:
+        if not _SAFE_ID.match(self.id):
+            raise ValueError(f"item id {self.id!r} is not filesystem-safe (letters, digits, . _ + - only)")
+
+
+class Dataset(ABC):
+    """A source of items. Subclasses are built from `conf/dataset/*.yaml` through `_target_`."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def validate(self) -> None:
+        """Raise `ConfigError` if the data cannot be read (missing root, missing keys); called before submission."""
+
+    @abstractmethod
+    def items(self) -> list[Item]:
+        """All items, in a fixed order that depends only on the data (never on the file system's listing order)."""
+
+    @abstractmethod
+    def read(self, item: Item) -> Any:
+        """Load what a stage needs for one item. Raise with a message naming the file on bad input."""
+
+    def fingerprint_files(self) -> list[Path]:
+        """Files whose content determines the items and their content (annotation files), for the run fingerprint."""
+        return []

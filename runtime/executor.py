@@ -1,0 +1,105 @@
+"""From the `cluster` config to a submitit executor, and submission of one array job.
+
+Everything about the scheduler lives here: backend choice, sbatch parameters, the setup template, the array size
+guard. What cannot be said through submitit's parameters goes through `slurm_templates/`, never a hand-built sbatch.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from collections.abc import Sequence
+from pathlib import Path
+from string import Template
+from typing import Any
+
+import submitit
+
+from shardprep.runtime.errors import ConfigError
+
+TEMPLATES = Path(__file__).resolve().parent.parent / "slurm_templates"
+BACKENDS = ("slurm", "local", "debug")
+
+
+def resolve_backend(cluster: dict[str, Any]) -> str:
+    backend = cluster["backend"]
+    if backend == "auto":
+        return "slurm" if shutil.which("sbatch") else "local"
+    if backend not in BACKENDS:
+        raise ConfigError(f"cluster.backend={backend!r}: use one of auto, {', '.join(BACKENDS)}")
+    if backend == "slurm" and not shutil.which("sbatch"):
+        raise ConfigError("cluster=slurm but `sbatch` is not on PATH: run on a SLURM login node, or use cluster=local")
+    return backend
+
+
+def render_setup(cluster: dict[str, Any]) -> list[str]:
+    """The setup template, filled from `cluster.setup`, as the lines submitit puts before the task command."""
+    setup = cluster.get("setup") or {}
+    template_path = TEMPLATES / setup.get("template", "setup.sh")
+    if not template_path.is_file():
+        raise ConfigError(f"slurm template {template_path} not found")
+    values = {
+        "module_loads": "\n".join(f"module load {name}" for name in setup.get("modules") or []),
+        "activate": setup.get("activate") or "",
+        "extra": "\n".join(setup.get("extra") or []),
+        "cpus_per_task": cluster["cpus_per_task"],
+    }
+    try:
+        text = Template(template_path.read_text()).substitute(values)
+    except (KeyError, ValueError) as error:
+        raise ConfigError(f"slurm template {template_path}: unknown or bad placeholder {error}") from None
+    return [line for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+
+
+def max_array_size() -> int | None:
+    """MaxArraySize of the cluster (`scontrol show config`), or None where it cannot be read."""
+    try:
+        shown = subprocess.run(["scontrol", "show", "config"], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    match = re.search(r"^MaxArraySize\s*=\s*(\d+)", shown.stdout, re.MULTILINE)
+    return int(match.group(1)) if match else None
+
+
+def check_array_size(tasks: int) -> None:
+    limit = max_array_size()
+    if limit is not None and tasks > limit:
+        raise ConfigError(
+            f"{tasks} array tasks exceed this cluster's MaxArraySize={limit}: use shards<={limit} "
+            "(each shard then holds more items)"
+        )
+
+
+def make_executor(cluster: dict[str, Any], backend: str, log_dir: Path, job_name: str) -> submitit.Executor:
+    if backend == "debug":
+        return submitit.DebugExecutor(folder=log_dir)
+    if backend == "local":
+        executor: submitit.Executor = submitit.LocalExecutor(folder=log_dir)
+        executor.update_parameters(timeout_min=int(cluster["time_min"]), gpus_per_node=int(cluster["gpus_per_task"]))
+        return executor
+    executor = submitit.SlurmExecutor(folder=log_dir / "%j", max_num_timeout=int(cluster["max_requeues"]))
+    parameters: dict[str, Any] = {
+        "job_name": job_name,
+        "time": int(cluster["time_min"]),
+        "mem": f"{int(cluster['mem_gb'] * 1024)}M",
+        "cpus_per_task": int(cluster["cpus_per_task"]),
+        "ntasks_per_node": 1,
+        "nodes": 1,
+        "array_parallelism": int(cluster["array_parallelism"]),
+        "signal_delay_s": int(cluster["signal_delay_s"]),
+        "setup": render_setup(cluster),
+        "additional_parameters": dict(cluster.get("additional") or {}),
+    }
+    for key in ("partition", "account", "qos", "constraint", "exclude"):
+        if cluster.get(key):
+            parameters[key] = cluster[key]
+    if int(cluster["gpus_per_task"]) > 0:
+        parameters["gpus_per_node"] = int(cluster["gpus_per_task"])
+    executor.update_parameters(**parameters)
+    return executor
+
+
+def submit_array(executor: submitit.Executor, task: Any, shards: Sequence[int]) -> list[submitit.Job]:
+    """Submit `task(shard)` for every shard as ONE array job (one sbatch), however many shards."""
+    return executor.map_array(task, list(shards))

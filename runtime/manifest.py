@@ -1,0 +1,107 @@
+"""The run manifest: what a run folder was made with, so a re-run can resume it or refuse to mix.
+
+`manifest.json` holds the resolved config, the shard plan, the item count and a digest of the item ids, the code
+version, and the fingerprint: a hash of everything that changes outputs (stage config, the dataset's annotation files,
+model configs and checkpoints). Submissions are appended to `submissions.jsonl` so the manifest is written once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from shardprep.datasets.base import Item
+from shardprep.runtime.atomic import write_json
+from shardprep.runtime.errors import ConfigError
+from shardprep.runtime.sharding import Plan
+
+MANIFEST = "manifest.json"
+SUBMISSIONS = "submissions.jsonl"
+
+
+@dataclass
+class Manifest:
+    config: dict[str, Any]
+    plan: Plan
+    item_count: int
+    items_digest: str
+    fingerprint: str
+    code_version: str
+    created: float = field(default_factory=time.time)
+
+    @property
+    def shards(self) -> int:
+        return len(self.plan)
+
+    def save(self, run_dir: Path) -> None:
+        write_json(run_dir / MANIFEST, asdict(self))
+
+    @classmethod
+    def load(cls, run_dir: Path) -> Manifest:
+        path = run_dir / MANIFEST
+        if not path.exists():
+            raise ConfigError(f"no run at {run_dir} (no {MANIFEST}): launch the stage first")
+        data = json.loads(path.read_text())
+        data["plan"] = [tuple(bounds) for bounds in data["plan"]]
+        return cls(**data)
+
+
+def items_digest(items: Sequence[Item]) -> str:
+    digest = hashlib.sha256()
+    for item in items:
+        digest.update(item.id.encode() + b"\0")
+    return digest.hexdigest()
+
+
+def file_digest(path: Path) -> str:
+    with open(path, "rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
+
+
+def fingerprint(stage_config: dict[str, Any], files: Iterable[Path], digest_of_items: str) -> str:
+    """Hash of what determines the outputs. File *contents* count, not their paths: moving data keeps a run valid."""
+    missing = [str(path) for path in files if not Path(path).is_file()]
+    if missing:
+        raise ConfigError(f"file not found: {missing[0]} (check the paths in the stage/dataset config)")
+    parts = {
+        "stage": stage_config,
+        "items": digest_of_items,
+        "files": sorted(file_digest(Path(path)) for path in files),
+    }
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def code_version() -> str:
+    """`git describe` of the package's checkout, else the package version."""
+    from shardprep import __version__
+
+    try:
+        described = subprocess.run(
+            ["git", "describe", "--always", "--dirty", "--tags"],
+            cwd=Path(__file__).resolve().parent,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return __version__
+    return f"{__version__}+{described.stdout.strip()}" if described.returncode == 0 else __version__
+
+
+def record_submission(run_dir: Path, job_id: str, shards: Sequence[int], backend: str) -> None:
+    line = {"job_id": job_id, "shards": list(shards), "backend": backend, "time": time.time()}
+    with open(run_dir / SUBMISSIONS, "a") as log:
+        log.write(json.dumps(line) + "\n")
+
+
+def submissions(run_dir: Path) -> list[dict[str, Any]]:
+    path = run_dir / SUBMISSIONS
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]

@@ -1,0 +1,121 @@
+"""What a run folder says about its shards: items done and failed (from the files), SLURM state (from sacct).
+
+Counting only lists each shard folder; it does not validate files (the tasks do that when they run). An item counts
+as done when every output of the stage is present.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from shardprep.runtime.build import build_stage
+from shardprep.runtime.manifest import Manifest, submissions
+from shardprep.runtime.progress import ShardProgress
+from shardprep.runtime.store import ShardStore
+
+
+@dataclass
+class ShardStatus:
+    shard: int
+    items: int
+    done: int
+    failed: int
+    todo: int
+    job: str
+    state: str
+    requeues: int
+    last_error: str
+
+
+def shard_statuses(run_dir: Path) -> list[ShardStatus]:
+    """One row per shard. Item ids come from the checkpoint and error files, so the dataset is not re-read."""
+    manifest = Manifest.load(run_dir)
+    outputs = build_stage(manifest.config).outputs
+    jobs = _latest_jobs(run_dir)
+    states = _sacct_states({job.split("_")[0] for job in jobs.values() if "_" in job})
+    rows = []
+    for shard, (start, end) in enumerate(manifest.plan):
+        store = ShardStore(run_dir, shard, outputs, manifest.fingerprint)
+        done_ids = _done_ids(store)
+        errors = store.errors()
+        failed_ids = {record.item for record in errors} - done_ids
+        attempts = ShardProgress.load(run_dir, shard).attempts
+        job = jobs.get(shard, "")
+        rows.append(
+            ShardStatus(
+                shard=shard,
+                items=end - start,
+                done=len(done_ids),
+                failed=len(failed_ids),
+                todo=end - start - len(done_ids),
+                job=job,
+                state=states.get(job, attempts[-1].state if attempts else "not started"),
+                requeues=max((attempt.restart_count for attempt in attempts), default=0),
+                last_error=next((r.error for r in reversed(errors) if r.item in failed_ids), ""),
+            )
+        )
+    return rows
+
+
+def _done_ids(store: ShardStore) -> set[str]:
+    suffixes = {f".{output.suffix}" for output in store.outputs.values()}
+    present: dict[str, int] = {}
+    for name in store.list_files():
+        for suffix in suffixes:
+            if name.endswith(suffix):
+                present[name[: -len(suffix)]] = present.get(name[: -len(suffix)], 0) + 1
+    return {item for item, count in present.items() if count == len(suffixes)}
+
+
+def _latest_jobs(run_dir: Path) -> dict[int, str]:
+    """Per shard, the array task (`<job>_<index>`) of the newest submission that included it."""
+    latest: dict[int, str] = {}
+    for submission in submissions(run_dir):
+        for index, shard in enumerate(submission["shards"]):
+            latest[shard] = f"{submission['job_id']}_{index}" if submission["backend"] == "slurm" else ""
+    return latest
+
+
+def _sacct_states(job_ids: set[str]) -> dict[str, str]:
+    """`<job>_<index>` -> SLURM state for the given array jobs; empty where sacct does not answer."""
+    if not job_ids:
+        return {}
+    try:
+        answer = subprocess.run(
+            ["sacct", "-n", "-P", "-X", "--format=JobID,State", "-j", ",".join(sorted(job_ids))],
+            capture_output=True, text=True, timeout=30,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return {}
+    states = {}
+    for line in answer.stdout.splitlines():
+        job, _, state = line.partition("|")
+        if "_" in job and "[" not in job:
+            states[job] = state.split()[0] if state else ""
+    return states
+
+
+def totals(rows: Sequence[ShardStatus]) -> dict[str, int]:
+    return {key: sum(getattr(row, key) for row in rows) for key in ("items", "done", "failed", "todo")}
+
+
+def as_json(rows: Sequence[ShardStatus]) -> dict[str, Any]:
+    return {"shards": [asdict(row) for row in rows], "totals": totals(rows)}
+
+
+def as_table(rows: Sequence[ShardStatus]) -> str:
+    header = ("shard", "items", "done", "failed", "todo", "job", "state", "requeues", "last error")
+    body = [
+        (str(r.shard), str(r.items), str(r.done), str(r.failed), str(r.todo), r.job or "-", r.state,
+         str(r.requeues), r.last_error[:80])
+        for r in rows
+    ]
+    total = totals(rows)
+    body.append(("total", str(total["items"]), str(total["done"]), str(total["failed"]), str(total["todo"]),
+                 "", "", "", ""))
+    widths = [max(len(row[i]) for row in [header, *body]) for i in range(len(header))]
+    return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in [header, *body])

@@ -1,0 +1,156 @@
+"""Per-shard checkpoint folder: which outputs exist and validate, writing new ones, and the error log.
+
+Layout under the run folder:
+    checkpoints/shard-00003/<item id>.<suffix>   one file per item and output
+    errors/shard-00003.jsonl                     one line per failed attempt at an item
+
+A shard lists its folder once per run (no per-item stat calls), validates what it finds, and removes temporary files
+left by a killed writer. Only that shard's task touches its folder, so no locking is needed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import traceback
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from shardprep.runtime.atomic import is_temporary, remove, write_with
+from shardprep.runtime.npz import npz_headers, write_npz
+from shardprep.stages.base import ArrayOutput, Artifact, FileOutput, Output
+
+FINGERPRINT_KEY = "fingerprint"
+
+
+def shard_name(shard: int) -> str:
+    return f"shard-{shard:05d}"
+
+
+@dataclass(frozen=True)
+class ErrorRecord:
+    item: str
+    error: str
+    traceback: str
+    attempt: int
+    time: float
+    job: str
+
+
+class ShardStore:
+    """Checkpoints and error log of one shard of one run."""
+
+    def __init__(self, run_dir: Path, shard: int, outputs: Sequence[Output], fingerprint: str) -> None:
+        self.folder = run_dir / "checkpoints" / shard_name(shard)
+        self.error_log = run_dir / "errors" / f"{shard_name(shard)}.jsonl"
+        self.outputs = {output.name: output for output in outputs}
+        self.fingerprint = fingerprint
+
+    def path(self, item_id: str, output: Output) -> Path:
+        return self.folder / f"{item_id}.{output.suffix}"
+
+    def list_files(self) -> dict[str, Path]:
+        """Names of the files now in the folder; temporary leftovers are removed, not listed."""
+        if not self.folder.is_dir():
+            return {}
+        found = {}
+        with os.scandir(self.folder) as entries:
+            for entry in entries:
+                if is_temporary(entry.name):
+                    remove(Path(entry.path))
+                else:
+                    found[entry.name] = Path(entry.path)
+        return found
+
+    def scan(self, item_ids: Iterable[str]) -> tuple[dict[str, frozenset[str]], int]:
+        """For each item, the outputs still to produce; and how many present files failed validation.
+
+        Files that exist but do not validate (truncated, wrong keys or shapes, older fingerprint) count as missing and
+        are overwritten when the item is redone.
+        """
+        files = self.list_files()
+        missing: dict[str, frozenset[str]] = {}
+        invalid = 0
+        for item_id in item_ids:
+            todo = []
+            for output in self.outputs.values():
+                path = files.get(f"{item_id}.{output.suffix}")
+                if path is None:
+                    todo.append(output.name)
+                elif not self.is_valid(path, output):
+                    todo.append(output.name)
+                    invalid += 1
+            if todo:
+                missing[item_id] = frozenset(todo)
+        return missing, invalid
+
+    def is_valid(self, path: Path, output: Output) -> bool:
+        try:
+            self.validate(path, output)
+        except Exception:  # any failure to read means "redo", whatever the library raised
+            return False
+        return True
+
+    def validate(self, path: Path, output: Output) -> None:
+        if isinstance(output, FileOutput):
+            output.validate(path)
+            return
+        headers = npz_headers(path)
+        for key, shape in output.arrays.items():
+            if key not in headers:
+                raise ValueError(f"{path}: no array {key!r}")
+            if not _shape_matches(headers[key][0], shape):
+                raise ValueError(f"{path}: {key!r} has shape {headers[key][0]}, expected {shape}")
+        with np.load(path, allow_pickle=False) as data:
+            if str(data[FINGERPRINT_KEY]) != self.fingerprint:
+                raise ValueError(f"{path}: written by a run with another fingerprint")
+
+    def write(self, item_id: str, artifacts: Mapping[str, Artifact]) -> None:
+        """Write each output of one item to a temporary name, validate it, and rename it into place."""
+        for name, artifact in artifacts.items():
+            output = self.outputs[name]
+            path = self.path(item_id, output)
+            if isinstance(output, ArrayOutput):
+                arrays = {**artifact, FINGERPRINT_KEY: np.array(self.fingerprint)}
+                write_npz(path, arrays)
+                self.validate(path, output)
+            else:
+                write_with(path, lambda tmp, write=artifact, out=output: (write(tmp), out.validate(tmp)))
+
+    def record_error(self, item_id: str, error: BaseException, attempt: int, job: str) -> None:
+        record = ErrorRecord(
+            item=item_id,
+            error=f"{type(error).__name__}: {error}",
+            traceback="".join(traceback.format_exception(error)),
+            attempt=attempt,
+            time=time.time(),
+            job=job,
+        )
+        self.error_log.parent.mkdir(parents=True, exist_ok=True)
+        # One short append per line: lines from a killed task are whole or absent, and a broken tail is ignored.
+        with open(self.error_log, "a") as log:
+            log.write(json.dumps(record.__dict__) + "\n")
+
+    def errors(self) -> list[ErrorRecord]:
+        if not self.error_log.exists():
+            return []
+        records = []
+        for line in self.error_log.read_text().splitlines():
+            try:
+                records.append(ErrorRecord(**json.loads(line)))
+            except (ValueError, TypeError):
+                continue
+        return records
+
+    def attempts(self) -> Counter[str]:
+        """Failed attempts so far, per item id."""
+        return Counter(record.item for record in self.errors())
+
+
+def _shape_matches(actual: tuple[int, ...], expected: tuple[int | None, ...]) -> bool:
+    return len(actual) == len(expected) and all(e is None or a == e for a, e in zip(actual, expected))

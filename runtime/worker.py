@@ -1,0 +1,156 @@
+"""Process one shard: find what is missing, read items ahead in threads, run the stage in batches, write outputs.
+
+This is the code an array task runs. Everything it needs to resume is on disk, so running it again (after a kill,
+a time limit or a preemption) redoes only the items in flight when it stopped.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from collections import deque
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from shardprep.datasets.base import Dataset, Item
+from shardprep.runtime.build import build_dataset, build_stage
+from shardprep.runtime.manifest import Manifest, items_digest
+from shardprep.runtime.progress import ShardProgress, current_job
+from shardprep.runtime.store import ShardStore
+from shardprep.stages.base import ItemResult, Stage, Work
+
+log = logging.getLogger(__name__)
+
+PROGRESS_SAVE_SECONDS = 5.0
+
+
+@dataclass
+class ReadFailure:
+    """An item whose `Dataset.read` raised: it skips the stage and its error is recorded."""
+
+    item: Item
+    error: BaseException
+
+
+@dataclass
+class ShardReport:
+    shard: int
+    items: int
+    processed: int
+    failed: int
+    remaining: int
+
+
+def run_shard(run_dir: Path, shard: int) -> ShardReport:
+    """Bring shard `shard` of the run in `run_dir` as close to complete as its inputs allow."""
+    manifest = Manifest.load(run_dir)
+    config = manifest.config
+    dataset = build_dataset(config)
+    stage = build_stage(config)
+    items = dataset.items()
+    if items_digest(items) != manifest.items_digest:
+        raise RuntimeError(
+            f"the dataset's items changed since the run in {run_dir} was planned; launch again (the launcher will "
+            "refuse, naming the difference) or use a new out_dir"
+        )
+    start, end = manifest.plan[shard]
+    shard_items = items[start:end]
+    store = ShardStore(run_dir, shard, stage.outputs, manifest.fingerprint)
+    missing, invalid = store.scan(item.id for item in shard_items)
+    attempts = store.attempts()
+    max_attempts = int(config["max_attempts"])
+    todo = [item for item in shard_items if item.id in missing and attempts[item.id] < max_attempts]
+
+    progress = ShardProgress.load(run_dir, shard)
+    attempt = progress.start(
+        items=len(shard_items), valid=len(shard_items) - len(missing), invalid=invalid, todo=len(todo)
+    )
+    progress.save(run_dir)
+    log.info("shard %d: %d items, %d valid, %d invalid, %d to do", shard, len(shard_items),
+             len(shard_items) - len(missing), invalid, len(todo))
+    if todo:
+        stage.setup()
+    last_save = time.monotonic()
+    job = current_job()
+    with tqdm(total=len(todo), desc=f"shard {shard}", file=sys.stderr, mininterval=10) as bar:
+        for batch in _batches(_read_ahead(dataset, todo, missing, stage.read_workers, stage.batch_size), stage.batch_size):
+            for work, result in zip(batch, _process(stage, batch)):
+                if isinstance(result, BaseException):
+                    store.record_error(work.item.id, result, attempts[work.item.id] + 1, job)
+                    attempt.failed += 1
+                else:
+                    try:
+                        store.write(work.item.id, result)
+                    except Exception as error:  # a result that cannot be written is that item's failure alone
+                        store.record_error(work.item.id, error, attempts[work.item.id] + 1, job)
+                        attempt.failed += 1
+                        continue
+                    attempt.processed += 1
+                bar.update(1)
+            if time.monotonic() - last_save > PROGRESS_SAVE_SECONDS:
+                progress.save(run_dir)
+                last_save = time.monotonic()
+    remaining = len(todo) - attempt.processed
+    attempt.state = "finished" if remaining == 0 else "finished-with-failures"
+    progress.save(run_dir)
+    return ShardReport(shard, len(shard_items), attempt.processed, attempt.failed, remaining)
+
+
+def _read_ahead(
+    dataset: Dataset, items: Sequence[Item], missing: dict[str, frozenset[str]], workers: int, batch_size: int
+) -> Iterator[Work | ReadFailure]:
+    """Read items in background threads, a bounded window ahead, yielding them in order."""
+    window = max(2 * batch_size, workers)
+    with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="read") as pool:
+        pending: deque[tuple[Item, Future[Any]]] = deque()
+        queue = iter(items)
+        for item in queue:
+            pending.append((item, pool.submit(dataset.read, item)))
+            if len(pending) >= window:
+                break
+        while pending:
+            item, future = pending.popleft()
+            next_item = next(queue, None)
+            if next_item is not None:
+                pending.append((next_item, pool.submit(dataset.read, next_item)))
+            try:
+                yield Work(item, future.result(), missing[item.id])
+            except Exception as error:  # an unreadable item is recorded, the shard goes on
+                yield ReadFailure(item, error)
+
+
+def _batches(works: Iterable[Work | ReadFailure], size: int) -> Iterator[list[Work] | list[ReadFailure]]:
+    """Group readable items into batches; an unreadable one goes through alone so its error gets recorded."""
+    batch: list[Work] = []
+    for work in works:
+        if isinstance(work, ReadFailure):
+            yield [work]
+            continue
+        batch.append(work)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def _process(stage: Stage, batch: list[Work] | list[ReadFailure]) -> list[ItemResult | BaseException]:
+    """Run the stage on a batch; if the whole batch fails, retry item by item so one bad item fails alone."""
+    if isinstance(batch[0], ReadFailure):
+        return [batch[0].error]
+    try:
+        results = stage.process(batch)
+    except Exception as error:
+        if len(batch) == 1:
+            return [error]
+        log.warning("batch of %d failed (%s); retrying its items one by one", len(batch), error)
+        return [_process(stage, [work])[0] for work in batch]
+    if len(results) != len(batch):
+        raise RuntimeError(f"stage {stage.name} returned {len(results)} results for {len(batch)} items")
+    return results

@@ -1,0 +1,78 @@
+"""The stage interface: set up once per task, then turn batches of items into per-item outputs.
+
+A stage knows nothing about SLURM, shards or files on disk: it declares its outputs, and returns for each item
+either the arrays of an NPZ output or a function that writes a file output to a path it is given. The runtime
+writes, validates and renames them into place.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from shardprep.datasets.base import Item
+
+# Per item and output: the arrays of an NPZ output, or a writer for a file output.
+Artifact = Mapping[str, np.ndarray] | Callable[[Path], None]
+ItemResult = Mapping[str, Artifact]
+
+
+@dataclass(frozen=True)
+class ArrayOutput:
+    """An NPZ file of named arrays. `arrays` maps each required key to its shape; `None` in a shape is any size."""
+
+    name: str
+    arrays: Mapping[str, tuple[int | None, ...]]
+    suffix: str = "npz"
+
+
+@dataclass(frozen=True)
+class FileOutput:
+    """Any other file (PNG, MP4, ...). `validate` raises if the file at the path is unusable."""
+
+    name: str
+    suffix: str
+    validate: Callable[[Path], None]
+
+
+Output = ArrayOutput | FileOutput
+
+
+@dataclass
+class Work:
+    """An item handed to a stage: its payload from `Dataset.read` and the outputs still missing for it."""
+
+    item: Item
+    payload: Any
+    todo: frozenset[str] = field(default_factory=frozenset)
+
+
+class Stage(ABC):
+    """A processing step. Subclasses are built from `conf/stage/*.yaml` through `_target_`; construction is cheap,
+    heavy work (loading models) happens in `setup`, once per task."""
+
+    outputs: Sequence[Output] = ()
+
+    def __init__(self, name: str, batch_size: int = 1, read_workers: int = 4) -> None:
+        self.name = name
+        self.batch_size = batch_size
+        self.read_workers = read_workers
+
+    def validate(self) -> None:
+        """Raise `ConfigError` for a bad stage config (missing model files); called before submission."""
+
+    def fingerprint_files(self) -> list[Path]:
+        """Files whose content changes the outputs (model configs, checkpoints)."""
+        return []
+
+    def setup(self) -> None:
+        """Load models and other per-task state."""
+
+    @abstractmethod
+    def process(self, batch: Sequence[Work]) -> list[ItemResult | BaseException]:
+        """Process a batch; one entry per work item, an exception for an item that failed on its own."""

@@ -1,0 +1,222 @@
+#!/usr/bin/env bash
+# Bring up a one-node SLURM cluster (accounting + 2 fake GPUs) on this machine for shardprep's tests.
+# Idempotent: exits at once when the cluster already answers; safe after a reboot (daemons gone).
+# Prints one line "slurm cluster up: ..." on success; a one-line reason on stderr on failure.
+set -Eeuo pipefail
+
+CLUSTER=shardprep
+PARTITION=main
+HOST=$(hostname -s)
+CONF=/etc/slurm
+LOG=/var/log/slurm
+GPU_DIR=/var/spool/slurm-fake-gpu
+DB_NAME=slurm_acct_db
+DB_USER=slurm
+DB_PASS=slurm-test-only   # local test cluster, DB reachable only through localhost
+PKGS=(slurmctld slurmd slurm-client munge slurmdbd mariadb-server)
+
+die() { echo "start-cluster: $*" >&2; exit 1; }
+trap 'die "failed (line $LINENO): $BASH_COMMAND"' ERR
+
+# wait_for SECONDS WHAT CMD... : poll CMD once a second, give up after SECONDS.
+wait_for() {
+    local limit=$1 what=$2; shift 2
+    local deadline=$((SECONDS + limit))
+    until timeout 10 "$@" >/dev/null 2>&1; do
+        ((SECONDS < deadline)) || die "timed out after ${limit}s waiting for $what"
+        sleep 1
+    done
+}
+
+pid_alive() { [[ -s $1 ]] && kill -0 "$(cat "$1")" 2>/dev/null; }
+
+node_state() { timeout 5 sinfo -h -n "$HOST" -o %T 2>/dev/null; }
+
+# Node usable: responding (no "*" suffix) and not down/drained; busy states count as up.
+node_up() { [[ $(node_state) =~ ^(idle|mixed|allocated|completing)$ ]]; }
+
+sacct_ok() { timeout 10 sacct -n -X -S now-1minutes >/dev/null 2>&1; }
+
+summary() { sinfo -h -o '%P %a nodes=%D %T cpus=%c mem=%mMB gres=%G' | head -n1; }
+
+# --- fast path: already running --------------------------------------------------------------
+if command -v sinfo >/dev/null && node_up && sacct_ok; then
+    echo "slurm cluster up: $(summary)"
+    exit 0
+fi
+
+mkdir -p "$LOG"
+
+# --- packages ---------------------------------------------------------------------------------
+missing=()
+for p in "${PKGS[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if ((${#missing[@]})); then
+    export DEBIAN_FRONTEND=noninteractive
+    # Keep the packages' maintainer scripts from starting daemons; we start them with our config.
+    if [[ ! -e /usr/sbin/policy-rc.d ]]; then
+        printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
+        chmod 755 /usr/sbin/policy-rc.d
+        trap 'rm -f /usr/sbin/policy-rc.d' EXIT
+    fi
+    timeout 300 apt-get update -q >"$LOG/apt.log" 2>&1 || die "apt-get update failed, see $LOG/apt.log"
+    timeout 900 apt-get install -y -q --no-install-recommends "${missing[@]}" >>"$LOG/apt.log" 2>&1 \
+        || die "apt-get install ${missing[*]} failed, see $LOG/apt.log"
+fi
+
+# --- munge ------------------------------------------------------------------------------------
+if [[ ! -s /etc/munge/munge.key ]]; then
+    dd if=/dev/urandom of=/etc/munge/munge.key bs=1024 count=1 status=none
+fi
+chown munge:munge /etc/munge/munge.key
+chmod 400 /etc/munge/munge.key
+install -d -o munge -g munge -m 755 /run/munge   # /run is emptied by a reboot
+install -d -o munge -g munge -m 700 /var/log/munge /var/lib/munge
+if ! pid_alive /run/munge/munged.pid; then
+    runuser -u munge -- munged </dev/null >>"$LOG/munged.out" 2>&1 || die "munged did not start, see /var/log/munge/munged.log"
+fi
+wait_for 20 "munge" bash -c 'munge -n | unmunge'
+
+# --- MariaDB for slurmdbd ---------------------------------------------------------------------
+install -d -o mysql -g mysql -m 755 /run/mysqld
+touch "$LOG/mysqld.log" && chown mysql:mysql "$LOG/mysqld.log"
+if [[ ! -d /var/lib/mysql/mysql ]]; then
+    timeout 120 mariadb-install-db --user=mysql --datadir=/var/lib/mysql >>"$LOG/mysqld.log" 2>&1
+fi
+if ! timeout 5 mysqladmin --silent ping >/dev/null 2>&1; then
+    # setsid + closed fds: mysqld_safe must not hold the caller's terminal or pipes.
+    setsid mysqld_safe --log-error="$LOG/mysqld.log" </dev/null >/dev/null 2>&1 &
+    wait_for 60 "mariadb (see $LOG/mysqld.log)" mysqladmin --silent ping
+fi
+timeout 20 mysql -u root <<SQL
+CREATE DATABASE IF NOT EXISTS $DB_NAME;
+CREATE USER IF NOT EXISTS '$DB_USER'@'localhost' IDENTIFIED BY '$DB_PASS';
+GRANT ALL ON $DB_NAME.* TO '$DB_USER'@'localhost';
+SQL
+
+# --- config files -----------------------------------------------------------------------------
+mkdir -p "$CONF" /var/spool/slurmctld /var/spool/slurmd "$GPU_DIR"
+
+# write_if_changed FILE MODE : content from stdin; returns 0 if the file changed.
+write_if_changed() {
+    local tmp
+    tmp=$(mktemp)
+    cat >"$tmp"
+    if [[ -f $1 ]] && cmp -s "$tmp" "$1"; then rm -f "$tmp"; return 1; fi
+    install -m "$2" "$tmp" "$1"
+    rm -f "$tmp"
+}
+
+write_if_changed "$CONF/slurmdbd.conf" 600 <<EOC || true
+AuthType=auth/munge
+DbdHost=localhost
+SlurmUser=root
+LogFile=$LOG/slurmdbd.log
+PidFile=/run/slurmdbd.pid
+StorageType=accounting_storage/mysql
+StorageHost=localhost
+StorageUser=$DB_USER
+StoragePass=$DB_PASS
+StorageLoc=$DB_NAME
+EOC
+
+# Fake GPUs: slurmd only accepts character devices; these are /dev/null twins (c 1 3).
+for i in 0 1; do
+    [[ -c $GPU_DIR/gpu$i ]] || { rm -f "$GPU_DIR/gpu$i"; mknod "$GPU_DIR/gpu$i" c 1 3; }
+done
+
+CPUS=$(nproc)
+MEM_MIB=$(awk '/^MemTotal:/ {print int($2 / 1024)}' /proc/meminfo)
+REAL_MEM=$((MEM_MIB * 9 / 10))             # margin: slurmd drains a node that has less than declared
+DEF_MEM=$((REAL_MEM / (CPUS * 4)))         # jobs without --mem must not take the whole node (FORCE:4)
+
+conf_changed=0
+write_if_changed "$CONF/gres.conf" 644 <<EOC && conf_changed=1
+AutoDetect=off
+NodeName=$HOST Name=gpu File=$GPU_DIR/gpu[0-1]
+EOC
+
+write_if_changed "$CONF/slurm.conf" 644 <<EOC && conf_changed=1
+# Generated by tests/slurm/start-cluster.sh -- one-node test cluster.
+ClusterName=$CLUSTER
+SlurmctldHost=$HOST
+SlurmUser=root
+AuthType=auth/munge
+MpiDefault=none
+# No cgroups in the sandbox.
+ProctrackType=proctrack/linuxproc
+TaskPlugin=task/none
+SelectType=select/cons_tres
+SelectTypeParameters=CR_Core_Memory
+DefMemPerCPU=$DEF_MEM
+StateSaveLocation=/var/spool/slurmctld
+SlurmdSpoolDir=/var/spool/slurmd
+SlurmctldPidFile=/run/slurmctld.pid
+SlurmdPidFile=/run/slurmd.pid
+SlurmctldLogFile=$LOG/slurmctld.log
+SlurmdLogFile=$LOG/slurmd.log
+# A node that comes back (e.g. after a reboot) is usable again without an admin.
+ReturnToService=2
+MaxArraySize=1001
+# Short timers for tests.
+KillWait=5
+MinJobAge=300
+InactiveLimit=0
+OverTimeLimit=0
+JobRequeue=1
+SchedulerType=sched/backfill
+SchedulerParameters=sched_interval=5,bf_interval=5
+# Accounting, so sacct (and submitit's state polling) work.
+AccountingStorageType=accounting_storage/slurmdbd
+AccountingStorageHost=localhost
+JobAcctGatherType=jobacct_gather/linux
+JobCompType=jobcomp/none
+GresTypes=gpu
+NodeName=$HOST CPUs=$CPUS RealMemory=$REAL_MEM Gres=gpu:2 State=UNKNOWN
+PartitionName=$PARTITION Nodes=$HOST Default=YES MaxTime=INFINITE State=UP OverSubscribe=FORCE:4
+EOC
+
+# --- slurmdbd + cluster registration -----------------------------------------------------------
+if ! pid_alive /run/slurmdbd.pid; then
+    timeout 30 slurmdbd </dev/null >>"$LOG/slurmdbd.out" 2>&1 || die "slurmdbd did not start, see $LOG/slurmdbd.log"
+fi
+wait_for 60 "slurmdbd (see $LOG/slurmdbd.log)" sacctmgr -n list cluster
+if ! timeout 10 sacctmgr -n -P list cluster format=cluster | grep -qx "$CLUSTER"; then
+    timeout 20 sacctmgr -i add cluster "$CLUSTER" >/dev/null
+fi
+
+# --- slurmctld + slurmd -----------------------------------------------------------------------
+stop_pid() { # stop_pid PIDFILE : TERM, then KILL after 20 s
+    pid_alive "$1" || return 0
+    local pid; pid=$(cat "$1")
+    kill -TERM "$pid" 2>/dev/null || true
+    for _ in $(seq 20); do kill -0 "$pid" 2>/dev/null || return 0; sleep 1; done
+    kill -KILL "$pid" 2>/dev/null || true
+}
+if ((conf_changed)); then
+    # Node/gres changes are not picked up by "scontrol reconfigure": restart both daemons.
+    stop_pid /run/slurmctld.pid
+    stop_pid /run/slurmd.pid
+fi
+if ! pid_alive /run/slurmctld.pid; then
+    timeout 30 slurmctld </dev/null >>"$LOG/slurmctld.out" 2>&1 || die "slurmctld did not start, see $LOG/slurmctld.log"
+fi
+wait_for 30 "slurmctld (see $LOG/slurmctld.log)" scontrol ping
+if ! pid_alive /run/slurmd.pid; then
+    timeout 30 slurmd </dev/null >>"$LOG/slurmd.out" 2>&1 || die "slurmd did not start, see $LOG/slurmd.log"
+fi
+
+# --- wait for the node and accounting ---------------------------------------------------------
+deadline=$((SECONDS + 90))
+resumed=0
+until node_up && sacct_ok; do
+    ((SECONDS < deadline)) || die "timed out after 90s: node state '$(node_state || true)', sacct $(sacct_ok && echo ok || echo failing); see $LOG/"
+    # A node left down/drained by an earlier run (its slurmd answers now): put it back once.
+    if ((!resumed)) && [[ $(node_state) =~ ^(down|drained|draining|drain)$ ]]; then
+        timeout 10 scontrol update nodename="$HOST" state=resume >/dev/null 2>&1 || true
+        resumed=1
+    fi
+    sleep 1
+done
+echo "slurm cluster up: $(summary)"
