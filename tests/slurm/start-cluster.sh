@@ -72,9 +72,11 @@ fi
 chown munge:munge /etc/munge/munge.key
 chmod 400 /etc/munge/munge.key
 install -d -o munge -g munge -m 755 /run/munge   # /run is emptied by a reboot
-install -d -o munge -g munge -m 700 /var/log/munge /var/lib/munge
+install -d -o munge -g munge -m 700 /var/lib/munge
+touch "$LOG/munged.log" && chown munge:munge "$LOG/munged.log" && chmod 640 "$LOG/munged.log"
 if ! pid_alive /run/munge/munged.pid; then
-    runuser -u munge -- munged </dev/null >>"$LOG/munged.out" 2>&1 || die "munged did not start, see /var/log/munge/munged.log"
+    runuser -u munge -- munged --log-file="$LOG/munged.log" </dev/null >/dev/null 2>&1 \
+        || die "munged did not start, see $LOG/munged.log"
 fi
 wait_for 20 "munge" bash -c 'munge -n | unmunge'
 
@@ -143,6 +145,9 @@ ClusterName=$CLUSTER
 SlurmctldHost=$HOST
 SlurmUser=root
 AuthType=auth/munge
+# A requeued job may only start again after the job credential expired (default 120 s).
+AuthInfo=cred_expire=10
+MailProg=/bin/true
 MpiDefault=none
 # No cgroups in the sandbox.
 ProctrackType=proctrack/linuxproc
