@@ -19,18 +19,23 @@ _FIXED_TIME = (1980, 1, 1, 0, 0, 0)
 
 
 def write_npz(path: Path, arrays: Mapping[str, np.ndarray], compress: bool = False) -> None:
-    """Atomically write `arrays` as an NPZ at `path`. Object arrays are refused: they would need pickle to read."""
+    """Atomically write `arrays` as an NPZ at `path`."""
     with atomic_path(path) as tmp:
-        mode = zipfile.ZIP_DEFLATED if compress else zipfile.ZIP_STORED
-        with zipfile.ZipFile(tmp, "w", compression=mode, allowZip64=True) as archive:
-            for key in sorted(arrays):
-                array = np.asanyarray(arrays[key])
-                if array.dtype.hasobject:
-                    raise TypeError(f"array {key!r} has dtype object; store plain numeric or string arrays")
-                info = zipfile.ZipInfo(f"{key}.npy", date_time=_FIXED_TIME)
-                info.compress_type = mode
-                with archive.open(info, "w", force_zip64=True) as member:
-                    np.lib.format.write_array(member, array, allow_pickle=False)
+        save_npz(tmp, arrays, compress)
+
+
+def save_npz(path: Path, arrays: Mapping[str, np.ndarray], compress: bool = False) -> None:
+    """Write `arrays` as an NPZ at `path` (not atomic). Object arrays are refused: they would need pickle to read."""
+    mode = zipfile.ZIP_DEFLATED if compress else zipfile.ZIP_STORED
+    with zipfile.ZipFile(path, "w", compression=mode, allowZip64=True) as archive:
+        for key in sorted(arrays):
+            array = np.asanyarray(arrays[key])
+            if array.dtype.hasobject:
+                raise TypeError(f"array {key!r} has dtype object; store plain numeric or string arrays")
+            info = zipfile.ZipInfo(f"{key}.npy", date_time=_FIXED_TIME)
+            info.compress_type = mode
+            with archive.open(info, "w", force_zip64=True) as member:
+                np.lib.format.write_array(member, array, allow_pickle=False)
 
 
 def read_npz(path: Path) -> dict[str, np.ndarray]:

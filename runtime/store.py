@@ -21,8 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from shardprep.runtime.atomic import is_temporary, remove, write_with
-from shardprep.runtime.npz import npz_headers, write_npz
+from shardprep.runtime.atomic import atomic_path, is_temporary, remove
+from shardprep.runtime.npz import npz_headers, save_npz
 from shardprep.stages.base import ArrayOutput, Artifact, FileOutput, Output
 
 FINGERPRINT_KEY = "fingerprint"
@@ -111,16 +111,15 @@ class ShardStore:
                 raise ValueError(f"{path}: written by a run with another fingerprint")
 
     def write(self, item_id: str, artifacts: Mapping[str, Artifact]) -> None:
-        """Write each output of one item to a temporary name, validate it, and rename it into place."""
+        """Write each output of one item to a temporary name, validate it, and only then rename it into place."""
         for name, artifact in artifacts.items():
             output = self.outputs[name]
-            path = self.path(item_id, output)
-            if isinstance(output, ArrayOutput):
-                arrays = {**artifact, FINGERPRINT_KEY: np.array(self.fingerprint)}
-                write_npz(path, arrays)
-                self.validate(path, output)
-            else:
-                write_with(path, lambda tmp, write=artifact, out=output: (write(tmp), out.validate(tmp)))
+            with atomic_path(self.path(item_id, output)) as tmp:
+                if isinstance(output, ArrayOutput):
+                    save_npz(tmp, {**artifact, FINGERPRINT_KEY: np.array(self.fingerprint)})
+                else:
+                    artifact(tmp)
+                self.validate(tmp, output)
 
     def record_error(self, item_id: str, error: BaseException, attempt: int, job: str) -> None:
         record = ErrorRecord(

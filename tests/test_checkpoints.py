@@ -1,0 +1,79 @@
+"""Checkpoint files: reproducible bytes, atomic writes, and validation that catches every kind of bad file."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from shardprep.runtime.npz import read_npz, write_npz
+from shardprep.runtime.store import ShardStore
+from shardprep.stages.base import ArrayOutput, FileOutput
+
+OUTPUT = ArrayOutput("stats", {"mean": (3,), "histogram": (3, None)})
+
+
+def arrays(seed: int = 0) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return {"mean": rng.random(3), "histogram": rng.integers(0, 9, (3, 4))}
+
+
+def test_npz_bytes_do_not_depend_on_time_or_key_order(tmp_path: Path) -> None:
+    first, second = tmp_path / "a.npz", tmp_path / "b.npz"
+    write_npz(first, arrays())
+    write_npz(second, dict(reversed(list(arrays().items()))))
+    assert first.read_bytes() == second.read_bytes()
+    assert set(read_npz(first)) == {"mean", "histogram"}
+
+
+def test_object_arrays_are_refused(tmp_path: Path) -> None:
+    with pytest.raises(TypeError):
+        write_npz(tmp_path / "x.npz", {"bad": np.array([{"a": 1}], dtype=object)})
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_store_validates_and_lists_missing(tmp_path: Path) -> None:
+    store = ShardStore(tmp_path, 0, [OUTPUT], fingerprint="abc")
+    for item in ("a", "b", "c"):
+        store.write(item, {"stats": arrays()})
+    # Truncated file, wrong shape, other fingerprint, temp leftover: all redone or cleaned.
+    path_b = store.path("b", OUTPUT)
+    path_b.write_bytes(path_b.read_bytes()[:100])
+    ShardStore(tmp_path, 0, [OUTPUT], fingerprint="old").write("c", {"stats": arrays()})
+    (store.folder / ".tmp-123-d.npz").write_bytes(b"partial")
+    missing, invalid = store.scan(["a", "b", "c", "d"])
+    assert missing == {"b": {"stats"}, "c": {"stats"}, "d": {"stats"}}
+    assert invalid == 2
+    assert not (store.folder / ".tmp-123-d.npz").exists()
+
+
+def test_wrong_shape_is_refused_at_write_and_invalid_on_disk(tmp_path: Path) -> None:
+    store = ShardStore(tmp_path, 0, [OUTPUT], fingerprint="abc")
+    with pytest.raises(ValueError, match="shape"):
+        store.write("a", {"stats": {"mean": np.zeros(4), "histogram": np.zeros((3, 2))}})
+    assert list(store.folder.iterdir()) == []
+    write_npz(store.path("a", OUTPUT), {"mean": np.zeros(4), "histogram": np.zeros((3, 2)), "fingerprint": np.array("abc")})
+    assert store.scan(["a"]) == ({"a": frozenset({"stats"})}, 1)
+
+
+def test_failed_file_writer_leaves_nothing(tmp_path: Path) -> None:
+    def must_not_be_empty(path: Path) -> None:
+        if path.stat().st_size == 0:
+            raise ValueError("empty")
+
+    output = FileOutput("image", "png", must_not_be_empty)
+    store = ShardStore(tmp_path, 0, [output], fingerprint="abc")
+    with pytest.raises(ValueError):
+        store.write("a", {"image": lambda path: path.write_bytes(b"")})
+    assert list(store.folder.iterdir()) == []
+    store.write("a", {"image": lambda path: path.write_bytes(b"png")})
+    assert store.path("a", output).read_bytes() == b"png"
+
+
+def test_error_log_counts_attempts_and_ignores_a_torn_line(tmp_path: Path) -> None:
+    store = ShardStore(tmp_path, 0, [OUTPUT], fingerprint="abc")
+    store.record_error("a", ValueError("bad frame"), attempt=1, job="local")
+    store.record_error("a", ValueError("bad frame"), attempt=2, job="local")
+    with open(store.error_log, "a") as log:
+        log.write('{"item": "b", "err')  # a task killed mid-append
+    assert store.attempts() == {"a": 2}
+    assert store.errors()[-1].error == "ValueError: bad frame"

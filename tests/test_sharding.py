@@ -1,0 +1,52 @@
+"""The shard plan: contiguous, balanced by weight, sequence-aware, deterministic, and refusing impossible counts."""
+
+import pytest
+
+from shardprep.datasets.base import Item
+from shardprep.runtime.errors import ConfigError
+from shardprep.runtime.sharding import plan_shards
+
+
+def frames(sequence_lengths: list[int]) -> list[Item]:
+    return [Item(f"s{s}_f{f}", sequence=f"s{s}") for s, length in enumerate(sequence_lengths) for f in range(length)]
+
+
+def test_plan_covers_every_item_once_in_order() -> None:
+    items = frames([7] * 10)
+    plan = plan_shards(items, 4)
+    assert plan[0][0] == 0 and plan[-1][1] == len(items)
+    assert all(end == next_start for (_, end), (next_start, _) in zip(plan, plan[1:]))
+    assert all(end > start for start, end in plan)
+
+
+def test_cuts_land_on_sequence_boundaries_when_balance_allows() -> None:
+    items = frames([10] * 12)  # 120 frames, 4 shards of 30 = 3 sequences each
+    plan = plan_shards(items, 4)
+    assert plan == [(0, 30), (30, 60), (60, 90), (90, 120)]
+    for start, end in plan:
+        assert items[start].sequence != items[start - 1].sequence or start == 0
+
+
+def test_long_sequence_is_split_rather_than_unbalancing() -> None:
+    items = frames([100, 5, 5])
+    plan = plan_shards(items, 4)
+    sizes = [end - start for start, end in plan]
+    assert max(sizes) - min(sizes) <= 10
+
+
+def test_balanced_by_weight() -> None:
+    items = [Item(f"clip{i}", sequence=f"s{i}", weight=10 if i < 5 else 1) for i in range(55)]
+    plan = plan_shards(items, 2)
+    weights = [sum(item.weight for item in items[start:end]) for start, end in plan]
+    assert abs(weights[0] - weights[1]) <= 10
+
+
+def test_plan_is_deterministic() -> None:
+    items = frames([3, 9, 4, 11, 2, 8])
+    assert plan_shards(items, 5) == plan_shards(list(items), 5)
+
+
+@pytest.mark.parametrize("shards", [0, -1, 8])
+def test_impossible_shard_counts_are_config_errors(shards: int) -> None:
+    with pytest.raises(ConfigError):
+        plan_shards(frames([7]), shards)
