@@ -75,6 +75,10 @@ class MMPoseDataset(Dataset):
         """The video/camera an image belongs to; by default the folder that holds it."""
         return str(Path(imgname).parent)
 
+    def image_path(self, imgname: str) -> Path:
+        """Where the image of a row is; adapters whose `imgname` is not a path under the image root override this."""
+        return self.image_root / imgname
+
     def item_id(self, imgname: str) -> str:
         return _UNSAFE.sub("_", Path(imgname).stem)
 
@@ -86,7 +90,7 @@ class MMPoseDataset(Dataset):
 
     def read(self, item: Item) -> dict[str, Any]:
         row = {key: array[item.index] for key, array in self.arrays.items()}
-        image = read_rgb(self.image_root / str(row["imgname"]))
+        image = read_rgb(self.image_path(str(row["imgname"])))
         return {"image": image, "row": row, "bbox_gt": gt_box(row, image.shape[:2])}
 
     def fingerprint_files(self) -> list[Path]:
