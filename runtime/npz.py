@@ -8,7 +8,8 @@ training files identical whatever the shard count or the history of interruption
 from __future__ import annotations
 
 import zipfile
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -18,17 +19,36 @@ from shardprep.runtime.atomic import atomic_path
 _FIXED_TIME = (1980, 1, 1, 0, 0, 0)
 
 
-def write_npz(path: Path, arrays: Mapping[str, np.ndarray], compress: bool = False) -> None:
+@dataclass(frozen=True)
+class StreamedArray:
+    """An array too large to hold in memory (a clip of 100M+ events): known shape and dtype, data as C-order chunks.
+
+    `write_npz` writes its header from `shape`/`dtype`, then the chunks one at a time, so memory stays at one chunk.
+    `chunks` is called once per write and must yield exactly `prod(shape)` elements in total.
+    """
+
+    shape: tuple[int, ...]
+    dtype: np.dtype
+    chunks: Callable[[], Iterable[np.ndarray]]
+
+
+def write_npz(path: Path, arrays: Mapping[str, np.ndarray | StreamedArray], compress: bool = False) -> None:
     """Atomically write `arrays` as an NPZ at `path`."""
     with atomic_path(path) as tmp:
         save_npz(tmp, arrays, compress)
 
 
-def save_npz(path: Path, arrays: Mapping[str, np.ndarray], compress: bool = False) -> None:
+def save_npz(path: Path, arrays: Mapping[str, np.ndarray | StreamedArray], compress: bool = False) -> None:
     """Write `arrays` as an NPZ at `path` (not atomic). Object arrays are refused: they would need pickle to read."""
     mode = zipfile.ZIP_DEFLATED if compress else zipfile.ZIP_STORED
     with zipfile.ZipFile(path, "w", compression=mode, allowZip64=True) as archive:
         for key in sorted(arrays):
+            if isinstance(arrays[key], StreamedArray):
+                info = zipfile.ZipInfo(f"{key}.npy", date_time=_FIXED_TIME)
+                info.compress_type = mode
+                with archive.open(info, "w", force_zip64=True) as member:
+                    _write_streamed(member, key, arrays[key])
+                continue
             array = np.asanyarray(arrays[key])
             if array.dtype.hasobject:
                 raise TypeError(f"array {key!r} has dtype object; store plain numeric or string arrays")
@@ -36,6 +56,23 @@ def save_npz(path: Path, arrays: Mapping[str, np.ndarray], compress: bool = Fals
             info.compress_type = mode
             with archive.open(info, "w", force_zip64=True) as member:
                 np.lib.format.write_array(member, array, allow_pickle=False)
+
+
+def _write_streamed(member, key: str, array: StreamedArray) -> None:
+    dtype = np.dtype(array.dtype)
+    if dtype.hasobject:
+        raise TypeError(f"array {key!r} has dtype object; store plain numeric or string arrays")
+    header = {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False, "shape": tuple(array.shape)}
+    np.lib.format.write_array_header_2_0(member, header)
+    expected, written = int(np.prod(array.shape)), 0
+    for chunk in array.chunks():
+        chunk = np.ascontiguousarray(chunk, dtype=dtype)
+        written += chunk.size
+        if written > expected:
+            break
+        member.write(chunk.data)
+    if written != expected:
+        raise ValueError(f"streamed array {key!r}: chunks gave {written} elements, its shape {array.shape} needs {expected}")
 
 
 def read_npz(path: Path) -> dict[str, np.ndarray]:
