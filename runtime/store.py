@@ -14,6 +14,7 @@ import json
 import os
 import time
 import traceback
+import zipfile
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -22,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from shardprep.runtime.atomic import atomic_path, is_temporary, remove
-from shardprep.runtime.npz import npz_headers, save_npz
+from shardprep.runtime.npz import array_bytes, member_shapes, save_npz
 from shardprep.stages.base import ArrayOutput, Artifact, FileOutput, Output
 
 FINGERPRINT_KEY = "fingerprint"
@@ -50,6 +51,7 @@ class ShardStore:
         self.error_log = run_dir / "errors" / f"{shard_name(shard)}.jsonl"
         self.outputs = {output.name: output for output in outputs}
         self.fingerprint = fingerprint
+        self._fingerprint_bytes = array_bytes(np.array(fingerprint))
 
     def path(self, item_id: str, output: Output) -> Path:
         return self.folder / f"{item_id}.{output.suffix}"
@@ -100,14 +102,12 @@ class ShardStore:
         if isinstance(output, FileOutput):
             output.validate(path)
             return
-        headers = npz_headers(path)
-        for key, shape in output.arrays.items():
-            if key not in headers:
-                raise ValueError(f"{path}: no array {key!r}")
-            if not _shape_matches(headers[key][0], shape):
-                raise ValueError(f"{path}: {key!r} has shape {headers[key][0]}, expected {shape}")
-        with np.load(path, allow_pickle=False) as data:
-            if str(data[FINGERPRINT_KEY]) != self.fingerprint:
+        with zipfile.ZipFile(path) as archive:
+            shapes = member_shapes(archive, output.arrays)
+            for key, shape in output.arrays.items():
+                if not _shape_matches(shapes[key], shape):
+                    raise ValueError(f"{path}: {key!r} has shape {shapes[key]}, expected {shape}")
+            if archive.read(f"{FINGERPRINT_KEY}.npy") != self._fingerprint_bytes:
                 raise ValueError(f"{path}: written by a run with another fingerprint")
 
     def write(self, item_id: str, artifacts: Mapping[str, Artifact]) -> None:
