@@ -16,7 +16,9 @@ from shardprep.runtime.config import load_config
 from shardprep.runtime.errors import ConfigError
 from shardprep.runtime.manifest import Manifest
 from shardprep.runtime.run import Submission, prepare, submit, wait
-from shardprep.runtime.status import as_json, as_table, shard_statuses
+from shardprep.runtime.status import (
+    as_json, as_table, group_statuses, groups_as_json, groups_as_table, shard_statuses,
+)
 
 EXIT_CONFIG = 2
 
@@ -77,6 +79,12 @@ def status_main(argv: Sequence[str]) -> int:
     config = load_config(argv)
     run_dir = Path(config["out_dir"]).expanduser().resolve()
     manifest = Manifest.load(run_dir)
+    if config["by"] == "group":
+        groups = group_statuses(run_dir)
+        print(json.dumps(groups_as_json(groups), indent=1) if config["output"] == "json" else groups_as_table(groups))
+        return 0
+    if config["by"] != "shard":
+        raise ConfigError(f"by={config['by']!r}: use by=shard (per shard, the default) or by=group (per item group)")
     rows = shard_statuses(run_dir)
     if config["output"] == "json":
         print(json.dumps(as_json(rows), indent=1))

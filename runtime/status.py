@@ -6,13 +6,15 @@ as done when every output of the stage is present.
 
 from __future__ import annotations
 
+import os
 import subprocess
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from shardprep.runtime.build import build_stage
+from shardprep.runtime.atomic import is_temporary
+from shardprep.runtime.build import build_dataset, build_stage
 from shardprep.runtime.manifest import Manifest, submissions
 from shardprep.runtime.progress import ShardProgress
 from shardprep.runtime.store import ShardStore
@@ -117,5 +119,52 @@ def as_table(rows: Sequence[ShardStatus]) -> str:
     total = totals(rows)
     body.append(("total", str(total["items"]), str(total["done"]), str(total["failed"]), str(total["todo"]),
                  "", "", "", ""))
+    widths = [max(len(row[i]) for row in [header, *body]) for i in range(len(header))]
+    return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in [header, *body])
+
+
+@dataclass
+class GroupStatus:
+    """Per item group (`Item.group`, e.g. "train/500ms"): items, and how many have each output and all of them."""
+
+    group: str
+    items: int
+    outputs: dict[str, int]
+    complete: int
+
+
+def group_statuses(run_dir: Path) -> list[GroupStatus]:
+    """One row per item group, in item order. Unlike `shard_statuses` this re-reads the dataset's item list (groups
+    are not in the manifest); files are only listed, never validated or removed."""
+    manifest = Manifest.load(run_dir)
+    items = build_dataset(manifest.config).items()
+    outputs = build_stage(manifest.config).outputs
+    rows: dict[str, GroupStatus] = {}
+    for shard, (start, end) in enumerate(manifest.plan):
+        folder = ShardStore(run_dir, shard, outputs, manifest.fingerprint).folder
+        files = {name for name in os.listdir(folder) if not is_temporary(name)} if folder.is_dir() else set()
+        for item in items[start:end]:
+            row = rows.setdefault(item.group, GroupStatus(item.group, 0, {o.name: 0 for o in outputs}, 0))
+            present = [f"{item.id}.{output.suffix}" in files for output in outputs]
+            row.items += 1
+            row.complete += all(present)
+            for output, done in zip(outputs, present):
+                row.outputs[output.name] += done
+    return list(rows.values())
+
+
+def groups_as_json(rows: Sequence[GroupStatus]) -> dict[str, Any]:
+    return {"groups": [asdict(row) for row in rows]}
+
+
+def groups_as_table(rows: Sequence[GroupStatus]) -> str:
+    """`done/total` per group and output, and per group the items with every output."""
+    names = list(rows[0].outputs) if rows else []
+    header = ("group", *names, "complete")
+    body = [(row.group or "-", *(f"{row.outputs[n]}/{row.items}" for n in names), f"{row.complete}/{row.items}")
+            for row in rows]
+    total = sum(row.items for row in rows)
+    body.append(("total", *(f"{sum(row.outputs[n] for row in rows)}/{total}" for n in names),
+                 f"{sum(row.complete for row in rows)}/{total}"))
     widths = [max(len(row[i]) for row in [header, *body]) for i in range(len(header))]
     return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in [header, *body])
