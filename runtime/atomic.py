@@ -28,6 +28,8 @@ def atomic_path(path: Path) -> Iterator[Path]:
     tmp = path.with_name(f"{TEMP_PREFIX}{os.getpid()}-{path.name}")
     try:
         yield tmp
+        if tmp.is_dir() and path.is_dir() and not path.is_symlink():
+            remove(path)  # os.replace cannot replace a non-empty folder; the old one is being redone anyway
         os.replace(tmp, path)
     except BaseException:
         remove(tmp)

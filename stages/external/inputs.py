@@ -1,0 +1,64 @@
+"""`depends_on`: another stage's run folder whose per-item outputs are this stage's inputs.
+
+Paths are found the way the runtime itself finds them — the upstream manifest's plan says which shard holds an item,
+and that shard's `ShardStore` says where its outputs are and whether they validate — so a chained stage never guesses
+a layout, and an upstream output that is missing or broken becomes this item's error, naming the stage to finish.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+
+from shardprep.runtime.build import build_dataset, build_stage
+from shardprep.runtime.errors import ConfigError
+from shardprep.runtime.manifest import MANIFEST, Manifest
+from shardprep.runtime.store import ShardStore
+
+
+class MissingInput(RuntimeError):
+    """The upstream stage has no valid output for this item (not run yet, failed, or broken)."""
+
+
+class Upstream:
+    def __init__(self, name: str, run_dir: str | Path) -> None:
+        self.name = name
+        self.run_dir = Path(run_dir).expanduser().resolve()
+
+    def check(self) -> None:
+        if not (self.run_dir / MANIFEST).is_file():
+            raise ConfigError(f"depends_on.{self.name}={self.run_dir}: no run there ({MANIFEST} missing): launch "
+                              "that stage first, or launch the chain with launch/pipeline.py")
+
+    @cached_property
+    def manifest(self) -> Manifest:
+        return Manifest.load(self.run_dir)
+
+    @cached_property
+    def _stores(self) -> list[ShardStore]:
+        outputs = build_stage(self.manifest.config).outputs
+        return [ShardStore(self.run_dir, shard, outputs, self.manifest.fingerprint) for shard in range(self.manifest.shards)]
+
+    @cached_property
+    def _shard_of(self) -> dict[str, int]:
+        items = build_dataset(self.manifest.config).items()
+        return {item.id: shard for shard, (start, end) in enumerate(self.manifest.plan) for item in items[start:end]}
+
+    def output_names(self) -> list[str]:
+        return list(self._stores[0].outputs)
+
+    def paths(self, item_id: str) -> dict[str, Path]:
+        """Output name -> validated path of `item_id`'s upstream outputs. Raises `MissingInput`."""
+        shard = self._shard_of.get(item_id)
+        if shard is None:
+            raise MissingInput(f"{self.name}: item {item_id} is not in the run {self.run_dir}")
+        store = self._stores[shard]
+        paths = {}
+        for name, output in store.outputs.items():
+            path = store.path(item_id, output)
+            if not store.is_valid(path, output):
+                state = "invalid" if path.exists() else "missing"
+                raise MissingInput(f"{self.name}: output {name!r} of item {item_id} is {state} in {self.run_dir} "
+                                   f"(shard {shard}): finish that stage first (launch/status.py out_dir={self.run_dir})")
+            paths[name] = path
+        return paths
