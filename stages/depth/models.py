@@ -1,0 +1,206 @@
+"""The three models behind the depth stage, loaded through their own APIs and run on batches.
+
+RTMDet and RTMPose load with mmdet's `init_detector` / mmpose's `init_model` from config files (the configs ship
+inside the wheels: `mmdet::rtmdet/...`, `mmpose::body_2d_keypoint/...`) and a checkpoint, or random weights when the
+checkpoint is None (tests, benchmarks). Depth Anything V2 loads with transformers' `from_pretrained`, offline.
+
+Each wrapper runs the model's own forward and decoding; only the resampling of its test pipeline is done on the
+device (imageops.py) so frames are uploaded once. The networks run under bf16/fp16 autocast on CUDA when asked; box
+decoding, NMS and SimCC decoding run in float32 outside it, as they would in the model's own predict.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from shardprep.runtime.errors import ConfigError
+from shardprep.stages.depth.geometry import Letterbox, depth_input_size
+from shardprep.stages.depth.imageops import letterbox, resize_bicubic
+
+log = logging.getLogger(__name__)
+
+PRECISIONS = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": None}
+# Depth Anything V2's NormalizeImage (ImageNet statistics), on RGB in [0, 1].
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def resolve_config(spec: str) -> Path:
+    """A config path, or `mmdet::rel/path.py` / `mmpose::rel/path.py` for a config shipped in that package's wheel."""
+    if "::" not in spec:
+        return Path(spec).expanduser()
+    package, relative = spec.split("::", 1)
+    found = importlib.util.find_spec(package)
+    if found is None or not found.submodule_search_locations:
+        raise ConfigError(f"config {spec!r}: package {package!r} is not installed (install the model stack: "
+                          "bash install.sh)")
+    return Path(list(found.submodule_search_locations)[0]) / ".mim" / "configs" / relative
+
+
+def resolve_depth_model(spec: str) -> Path:
+    """A local Depth Anything directory, or a hub id already in the local Hugging Face cache (never downloads)."""
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        return path
+    if spec.count("/") == 1 and not path.exists():
+        from huggingface_hub import snapshot_download
+        from huggingface_hub.errors import LocalEntryNotFoundError
+
+        try:
+            return Path(snapshot_download(spec, local_files_only=True))
+        except (LocalEntryNotFoundError, OSError):
+            pass
+    raise ConfigError(f"depth model {spec!r} is neither a directory nor a hub id in the local cache: download it on a "
+                      f"machine with internet (`huggingface-cli download {spec}`) and set stage.depth.model to it")
+
+
+def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
+    """bf16/fp16 autocast on CUDA; plain float32 on the CPU and for precision=fp32."""
+    dtype = PRECISIONS[precision]
+    if device.type != "cuda" or dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast("cuda", dtype=dtype)
+
+
+def to_float(value: Any) -> Any:
+    """Outputs of an autocast region (nested tuples/lists of tensors) back to float32."""
+    if isinstance(value, torch.Tensor):
+        return value.float()
+    if isinstance(value, (list, tuple)):
+        return type(value)(to_float(v) for v in value)
+    return value
+
+
+def chunks(count: int, size: int) -> Iterator[slice]:
+    for start in range(0, count, size):
+        yield slice(start, min(start + size, count))
+
+
+def _normalizer(preprocessor: Any, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, bool]:
+    """mean, std (1, 3, 1, 1) and whether the model wants RGB, from an mmengine ImgDataPreprocessor.
+
+    OpenMMLab loads images as BGR; `bgr_to_rgb=True` (its `_channel_conversion`) means the network sees RGB.
+    """
+    mean = preprocessor.mean.reshape(1, -1, 1, 1).to(device).float()
+    std = preprocessor.std.reshape(1, -1, 1, 1).to(device).float()
+    return mean, std, bool(getattr(preprocessor, "_channel_conversion", False))
+
+
+def _pipeline_step(cfg: Any, name: str) -> dict[str, Any]:
+    pipeline = cfg.get("test_pipeline") or cfg.test_dataloader.dataset.pipeline
+    for step in pipeline:
+        if step["type"] == name:
+            return step
+    raise ConfigError(f"model config has no {name} step in its test pipeline; it is not a model this stage supports")
+
+
+class Detector:
+    """RTMDet (or any mmdet single-stage detector with a keep-ratio Resize + Pad test pipeline) on batches of frames."""
+
+    def __init__(self, config: Path, checkpoint: str | None, device: torch.device, precision: str) -> None:
+        from mmdet.apis import init_detector
+
+        self.model = init_detector(str(config), checkpoint, device=str(device))
+        self.device, self.precision = device, precision
+        resize = _pipeline_step(self.model.cfg, "Resize")
+        if not resize.get("keep_ratio", False) or len(set(resize["scale"])) != 1:
+            raise ConfigError(f"{config}: expected a square keep-ratio Resize in the test pipeline, got {resize}")
+        self.size = int(resize["scale"][0])
+        pad_value = _pipeline_step(self.model.cfg, "Pad").get("pad_val", {}).get("img", 0)
+        self.pad_value = float(np.mean(pad_value))
+        self.mean, self.std, self.rgb = _normalizer(self.model.data_preprocessor, device)
+
+    @torch.no_grad()
+    def __call__(self, frames: list[torch.Tensor]) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """Per frame (3, H, W) uint8 RGB: boxes (n, 4) xyxy frame px, scores (n,), labels (n,)."""
+        batch, boxes = letterbox(frames, self.size, self.pad_value)
+        if not self.rgb:
+            batch = batch.flip(1)
+        batch = (batch - self.mean) / self.std
+        metas = [_letterbox_meta(box) for box in boxes]
+        with autocast(self.device, self.precision):
+            outputs = self.model.bbox_head(self.model.extract_feat(batch))
+        results = self.model.bbox_head.predict_by_feat(*to_float(outputs), batch_img_metas=metas, rescale=False)
+        detections = []
+        for result, box in zip(results, boxes):
+            detections.append((box.boxes_to_image(result.bboxes.cpu().numpy()), result.scores.cpu().numpy(),
+                               result.labels.cpu().numpy()))
+        return detections
+
+
+def _letterbox_meta(box: Letterbox) -> dict[str, Any]:
+    scale_x, scale_y = box.scale_xy
+    return {"img_shape": box.resized, "ori_shape": box.image_size, "pad_shape": (box.size, box.size),
+            "batch_input_shape": (box.size, box.size), "scale_factor": (scale_x, scale_y)}
+
+
+class PoseEstimator:
+    """RTMPose (an mmpose top-down model) on batches of crops; keypoints come back in crop pixels (COCO order)."""
+
+    def __init__(self, config: Path, checkpoint: str | None, device: torch.device, precision: str) -> None:
+        from mmpose.apis import init_model
+
+        self.model = init_model(str(config), checkpoint, device=str(device))
+        self.device, self.precision = device, precision
+        affine = _pipeline_step(self.model.cfg, "TopdownAffine")
+        if affine.get("use_udp", False):
+            raise ConfigError(f"{config}: UDP top-down affine is not supported (RTMPose configs do not use it)")
+        self.input_size = tuple(int(v) for v in affine["input_size"])  # (W, H)
+        self.padding = float(_pipeline_step(self.model.cfg, "GetBBoxCenterScale").get("padding", 1.25))
+        self.flip_test = bool(self.model.test_cfg.get("flip_test", False))
+        self.flip_indices = self.model.dataset_meta["flip_indices"]
+        self.mean, self.std, self.rgb = _normalizer(self.model.data_preprocessor, device)
+
+    @torch.no_grad()
+    def __call__(self, crops: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+        """crops (n, 3, H_in, W_in) float RGB 0-255 -> keypoints (n, K, 2) crop px, scores (n, K)."""
+        from mmpose.models.utils.tta import flip_vectors
+
+        batch = crops if self.rgb else crops.flip(1)
+        batch = (batch - self.mean) / self.std
+        head = self.model.head
+        with autocast(self.device, self.precision):
+            pred_x, pred_y = head.forward(self.model.extract_feat(batch))
+            if self.flip_test:
+                flip_x, flip_y = head.forward(self.model.extract_feat(batch.flip(-1)))
+        pred_x, pred_y = pred_x.float(), pred_y.float()
+        if self.flip_test:
+            flip_x, flip_y = flip_vectors(flip_x.float(), flip_y.float(), flip_indices=self.flip_indices)
+            pred_x, pred_y = (pred_x + flip_x) / 2, (pred_y + flip_y) / 2
+        decoded = head.decode((pred_x, pred_y))
+        keypoints = np.stack([d.keypoints[0] for d in decoded]).astype(np.float64)
+        scores = np.stack([d.keypoint_scores[0] for d in decoded]).astype(np.float64)
+        return keypoints, scores
+
+
+class DepthEstimator:
+    """Depth Anything V2 metric (transformers) on batches of same-size frames, at its native input resolution."""
+
+    def __init__(self, path: Path, device: torch.device, precision: str) -> None:
+        from transformers import DepthAnythingForDepthEstimation
+
+        self.model = DepthAnythingForDepthEstimation.from_pretrained(str(path), local_files_only=True)
+        if self.model.config.depth_estimation_type != "metric":
+            raise ConfigError(f"{path} is a relative-depth model (depth_estimation_type="
+                              f"{self.model.config.depth_estimation_type!r}); this stage needs a metric one")
+        self.model.eval().to(device)
+        self.device, self.precision = device, precision
+        self.mean = torch.tensor(IMAGENET_MEAN, device=device).reshape(1, 3, 1, 1) * 255
+        self.std = torch.tensor(IMAGENET_STD, device=device).reshape(1, 3, 1, 1) * 255
+
+    @torch.no_grad()
+    def __call__(self, frames: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) uint8 RGB frames of one size -> (B, h, w) float32 metres at the model's input size."""
+        size = depth_input_size(tuple(frames.shape[2:]))
+        pixels = (resize_bicubic(frames, size) - self.mean) / self.std
+        with autocast(self.device, self.precision):
+            depth = self.model(pixel_values=pixels).predicted_depth
+        return depth.float().reshape(len(frames), *depth.shape[-2:])

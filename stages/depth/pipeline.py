@@ -1,0 +1,147 @@
+"""One batch of frames through detector, pose and depth models, to the per-frame arrays of the stage's schema.
+
+Frames are uploaded to the device once, as uint8; every resampling happens there. Detection runs on the whole
+batch, pose on the batch of chosen boxes' crops, depth on the frames that have a person, one forward per resolution.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+
+from shardprep.stages.depth.geometry import TopdownCrop
+from shardprep.stages.depth.imageops import warp_crops
+from shardprep.stages.depth.keypoints import coco_to_h36m
+from shardprep.stages.depth.models import (DepthEstimator, Detector, PoseEstimator, chunks, resolve_config,
+                                           resolve_depth_model)
+from shardprep.stages.depth.sampling import joint_depths
+from shardprep.stages.depth.selection import select_person
+
+log = logging.getLogger(__name__)
+
+JOINTS = 17
+
+
+class CropModel(Protocol):
+    """What `estimate_keypoints` needs from a pose model (PoseEstimator, or a double in the geometry tests)."""
+
+    input_size: tuple[int, int]
+    padding: float
+
+    def __call__(self, crops: torch.Tensor) -> tuple[np.ndarray, np.ndarray]: ...
+
+
+@dataclass
+class Models:
+    device: torch.device
+    detector: Detector | None
+    pose: PoseEstimator
+    depth: DepthEstimator
+    score_threshold: float
+    person_label: int
+    pose_batch: int
+    depth_batch: int
+
+    @classmethod
+    def load(cls, detector: dict[str, Any], pose: dict[str, Any], depth: dict[str, Any], device_name: str,
+             precision: str) -> Models:
+        device = torch.device("cuda" if device_name == "auto" and torch.cuda.is_available() else
+                              "cpu" if device_name == "auto" else device_name)
+        for part, label in ((detector, "detector"), (pose, "pose")):
+            if part is pose or detector["kind"] != "gt":
+                if not part.get("checkpoint"):
+                    log.warning("stage.%s.checkpoint is null: %s runs with RANDOM weights (tests and benchmarks only)",
+                                label, part["config"])
+        return cls(
+            device=device,
+            detector=None if detector["kind"] == "gt" else Detector(
+                resolve_config(detector["config"]), detector.get("checkpoint"), device, precision),
+            pose=PoseEstimator(resolve_config(pose["config"]), pose.get("checkpoint"), device, precision),
+            depth=DepthEstimator(resolve_depth_model(depth["model"]), device, precision),
+            score_threshold=float(detector.get("score_threshold", 0.3)),
+            person_label=int(detector.get("person_label", 0)),
+            pose_batch=int(pose.get("batch_size", 64)),
+            depth_batch=int(depth.get("batch_size", 16)),
+        )
+
+
+def run_frames(models: Models, images: Sequence[np.ndarray], annotated: Sequence[np.ndarray | None],
+               radius: int) -> list[dict[str, np.ndarray]]:
+    """The schema's arrays for each frame (H, W, 3) uint8 RGB, given each frame's annotated box (or None)."""
+    frames = [torch.from_numpy(np.ascontiguousarray(image)).to(models.device).permute(2, 0, 1) for image in images]
+    boxes = choose_boxes(models, frames, annotated)
+    poses = estimate_keypoints(frames, boxes, models.pose, models.pose_batch)
+    depths = frame_depths(models, frames, poses, radius)
+    return [frame_arrays(frame, box, pose, depth, radius) for frame, box, pose, depth in zip(frames, boxes, poses, depths)]
+
+
+def choose_boxes(models: Models, frames: list[torch.Tensor],
+                 annotated: Sequence[np.ndarray | None]) -> list[np.ndarray | None]:
+    """One (5,) box per frame, or None: the annotated box itself (detector=gt) or selection.py's pick."""
+    if models.detector is None:
+        return [None if box is None else select_person(np.asarray(box)[None, :4], np.ones(1), None, 0.0)
+                for box in annotated]
+    chosen = []
+    for boxes, scores, labels in models.detector(frames):
+        person = labels == models.person_label
+        chosen.append((boxes[person], scores[person]))
+    return [select_person(b, s, None if gt is None else np.asarray(gt, dtype=np.float64), models.score_threshold)
+            for (b, s), gt in zip(chosen, annotated)]
+
+
+def estimate_keypoints(frames: list[torch.Tensor], boxes: list[np.ndarray | None], pose: CropModel,
+                       batch: int) -> list[tuple[np.ndarray, np.ndarray] | None]:
+    """H36M-17 keypoints (17, 2) frame px and scores (17,) for each frame with a box: crop, model, back, remap."""
+    todo = [index for index, box in enumerate(boxes) if box is not None]
+    crops = [TopdownCrop.from_box(boxes[index], pose.input_size, pose.padding) for index in todo]
+    out: list[tuple[np.ndarray, np.ndarray] | None] = [None] * len(frames)
+    for part in chunks(len(todo), batch):
+        inputs = torch.cat([warp_crops(frames[todo[i]], [crops[i]]) for i in range(part.start, part.stop)])
+        keypoints, scores = pose(inputs)
+        for offset, i in enumerate(range(part.start, part.stop)):
+            image_points = crops[i].to_image(keypoints[offset])
+            out[todo[i]] = (coco_to_h36m(image_points), coco_to_h36m(scores[offset][:, None])[:, 0])
+    return out
+
+
+def frame_depths(models: Models, frames: list[torch.Tensor], poses: list[tuple[np.ndarray, np.ndarray] | None],
+                 radius: int) -> list[dict[str, np.ndarray] | None]:
+    """Per-joint depth for each frame with keypoints; one depth forward per resolution (and per depth_batch)."""
+    groups: dict[tuple[int, int], list[int]] = defaultdict(list)
+    for index, pose in enumerate(poses):
+        if pose is not None:
+            groups[tuple(frames[index].shape[1:])].append(index)
+    out: list[dict[str, np.ndarray] | None] = [None] * len(frames)
+    for size, members in groups.items():
+        for part in chunks(len(members), models.depth_batch):
+            indices = members[part]
+            depth = models.depth(torch.stack([frames[i] for i in indices]))
+            keypoints = np.stack([poses[i][0] for i in indices])
+            sampled = joint_depths(depth, size, keypoints, radius)
+            for row, index in enumerate(indices):
+                out[index] = {key: value[row] for key, value in sampled.items()}
+    return out
+
+
+def frame_arrays(frame: torch.Tensor, box: np.ndarray | None, pose: tuple[np.ndarray, np.ndarray] | None,
+                 depth: dict[str, np.ndarray] | None, radius: int) -> dict[str, np.ndarray]:
+    detected = box is not None and pose is not None and depth is not None
+    zeros = np.zeros(JOINTS, dtype=np.float32)
+    return {
+        "keypoints": pose[0].astype(np.float32) if detected else np.zeros((JOINTS, 2), np.float32),
+        "scores": pose[1].astype(np.float32) if detected else zeros,
+        "depth_point": depth["depth_point"] if detected else zeros,
+        "depth_min": depth["depth_min"] if detected else zeros,
+        "depth_max": depth["depth_max"] if detected else zeros,
+        "in_image": depth["in_image"] if detected else np.zeros(JOINTS, bool),
+        "bbox": box.astype(np.float32) if detected else np.zeros(5, np.float32),
+        "image_size": np.array(frame.shape[1:], dtype=np.int32),
+        "detected": np.array(detected),
+        "depth_radius": np.array(radius, dtype=np.int32),
+    }

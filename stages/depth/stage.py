@@ -1,0 +1,99 @@
+"""The depth stage: per frame, one person's H36M-17 keypoints with their metric depth (point, disk min and max).
+
+Per batch of frames: (1) a person box, from RTMDet run on the batch or from the annotation (`detector.kind=gt`),
+chosen by selection.py's rule; (2) RTMPose on the batch of crops, COCO -> H36M; (3) Depth Anything V2 metric on the
+frames, one forward per resolution; (4) per-joint depth sampled from it. A frame with no box is a recorded frame
+(`detected=False`, zeros), not an error; a payload that is not an RGB image fails alone.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from shardprep.runtime.errors import ConfigError
+from shardprep.stages.base import ArrayOutput, ItemResult, Stage, Work
+
+log = logging.getLogger(__name__)
+
+JOINTS = 17
+SCHEMA = {
+    "keypoints": (JOINTS, 2), "scores": (JOINTS,), "depth_point": (JOINTS,), "depth_min": (JOINTS,),
+    "depth_max": (JOINTS,), "in_image": (JOINTS,), "bbox": (5,), "image_size": (2,), "detected": (),
+    "depth_radius": (),
+}
+DETECTORS = ("rtmdet", "gt")
+
+
+class DepthStage(Stage):
+    def __init__(self, name: str, detector: dict[str, Any], pose: dict[str, Any], depth: dict[str, Any],
+                 batch_size: int = 16, read_workers: int = 4, device: str = "auto", precision: str = "bf16",
+                 radius: int = 3) -> None:
+        super().__init__(name, batch_size, read_workers)
+        self.detector_cfg, self.pose_cfg, self.depth_cfg = detector, pose, depth
+        self.device_name, self.precision, self.radius = device, precision, radius
+        self.outputs = (ArrayOutput("depth", SCHEMA),)
+        self.models: Any = None
+
+    # -- before submission -------------------------------------------------------------------------------------
+    def validate(self) -> None:
+        from shardprep.stages.depth.models import PRECISIONS
+
+        if self.detector_cfg.get("kind") not in DETECTORS:
+            raise ConfigError(f"stage.detector.kind={self.detector_cfg.get('kind')!r}: must be one of {DETECTORS}")
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"stage.precision={self.precision!r}: must be one of {sorted(PRECISIONS)}")
+        if not isinstance(self.radius, int) or self.radius < 0:
+            raise ConfigError(f"stage.radius={self.radius!r}: must be a whole number of pixels >= 0")
+        for path in self.fingerprint_files():
+            if not path.is_file():
+                raise ConfigError(f"model file not found: {path} (check stage.detector / stage.pose / stage.depth)")
+
+    def fingerprint_files(self) -> list[Path]:
+        from shardprep.stages.depth.models import resolve_config, resolve_depth_model
+
+        files = []
+        parts = [self.pose_cfg] if self.detector_cfg["kind"] == "gt" else [self.detector_cfg, self.pose_cfg]
+        for part in parts:
+            files.append(resolve_config(part["config"]))
+            if part.get("checkpoint"):
+                files.append(Path(part["checkpoint"]).expanduser())
+        model_dir = resolve_depth_model(self.depth_cfg["model"])
+        files += sorted(p for p in model_dir.iterdir() if p.is_file() and p.suffix in (".json", ".safetensors", ".bin"))
+        return files
+
+    # -- in the task -------------------------------------------------------------------------------------------
+    def setup(self) -> None:
+        from shardprep.stages.depth.pipeline import Models
+
+        self.models = Models.load(self.detector_cfg, self.pose_cfg, self.depth_cfg, self.device_name, self.precision)
+
+    def process(self, batch: Sequence[Work]) -> list[ItemResult | BaseException]:
+        from shardprep.stages.depth.pipeline import run_frames
+
+        results: list[ItemResult | BaseException | None] = [None] * len(batch)
+        frames, boxes, indices = [], [], []
+        for index, work in enumerate(batch):
+            try:
+                frames.append(checked_image(work.payload))
+                boxes.append(work.payload.get("bbox_gt"))
+                indices.append(index)
+            except ValueError as error:
+                results[index] = ValueError(f"item {work.item.id}: {error}")
+        if frames:
+            for index, arrays in zip(indices, run_frames(self.models, frames, boxes, self.radius)):
+                results[index] = {"depth": arrays}
+        return results
+
+
+def checked_image(payload: Any) -> np.ndarray:
+    image = payload.get("image") if isinstance(payload, dict) else None
+    if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        raise ValueError("payload has no (H, W, 3) uint8 RGB 'image' (the dataset's read() must provide one)")
+    if min(image.shape[:2]) < 2:
+        raise ValueError(f"image of size {image.shape[1]}x{image.shape[0]} px is too small to process")
+    return image
