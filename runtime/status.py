@@ -119,8 +119,7 @@ def as_table(rows: Sequence[ShardStatus]) -> str:
     total = totals(rows)
     body.append(("total", str(total["items"]), str(total["done"]), str(total["failed"]), str(total["todo"]),
                  "", "", "", ""))
-    widths = [max(len(row[i]) for row in [header, *body]) for i in range(len(header))]
-    return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in [header, *body])
+    return format_table(header, body)
 
 
 @dataclass
@@ -166,5 +165,10 @@ def groups_as_table(rows: Sequence[GroupStatus]) -> str:
     total = sum(row.items for row in rows)
     body.append(("total", *(f"{sum(row.outputs[n] for row in rows)}/{total}" for n in names),
                  f"{sum(row.complete for row in rows)}/{total}"))
+    return format_table(header, body)
+
+
+def format_table(header: Sequence[str], body: Sequence[Sequence[str]]) -> str:
+    """Left-aligned columns, two spaces apart."""
     widths = [max(len(row[i]) for row in [header, *body]) for i in range(len(header))]
     return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in [header, *body])
