@@ -89,8 +89,10 @@ def _check_resumable(run_dir: Path, new: Manifest, force: bool) -> float:
     return old.created
 
 
-def submit(config: dict[str, Any], run_dir: Path, manifest: Manifest, shards: Sequence[int] | None = None) -> Submission:
-    """Submit `shards` (all by default) of the run as one array job."""
+def submit(config: dict[str, Any], run_dir: Path, manifest: Manifest, shards: Sequence[int] | None = None,
+           after: str | None = None) -> Submission:
+    """Submit `shards` (all by default) of the run as one array job; on SLURM, `after` is a job id the array waits
+    for (`afterok`: it starts once that job succeeded, and is cancelled if it failed)."""
     cluster = config["cluster"]
     backend = resolve_backend(cluster)
     todo = list(range(manifest.shards)) if shards is None else list(shards)
@@ -98,6 +100,9 @@ def submit(config: dict[str, Any], run_dir: Path, manifest: Manifest, shards: Se
         check_array_size(len(todo))
     name = f"shardprep-{config['dataset']['name']}-{config['stage']['name']}"
     executor = make_executor(cluster, backend, run_dir / "logs", name)
+    if after and backend == "slurm":
+        additional = {**(cluster.get("additional") or {}), "kill_on_invalid_dep": "yes"}
+        executor.update_parameters(dependency=f"afterok:{after}", additional_parameters=additional)
     jobs = submit_array(executor, ShardTask(run_dir), todo)
     job_id = jobs[0].job_id.split("_")[0] if backend == "slurm" else jobs[0].job_id
     record_submission(run_dir, job_id, todo, backend)
