@@ -1,6 +1,7 @@
 """A dataset made of one MMPose annotation file per split (train, test, ...), read by one adapter class.
 
-One run then covers the whole dataset: items of every split, in the order of `annotations` and then of the rows,
+One run then covers the whole dataset: items of every split, splits sorted by name (the manifest stores configs with
+sorted keys, so the order written in the YAML cannot be relied on) and then in row order,
 each with `group` = its split and `index` = its row in that split's file, which is what the merge needs to write
 the training files of each split row-aligned with its annotation file.
 """
@@ -35,7 +36,7 @@ class SplitDataset(Dataset):
         # Relative paths are under `root`; `Path.__truediv__` keeps absolute ones as they are.
         self.parts = {
             split: self.part(name, annotation=str(self.root / path), image_root=str(self.root / image_root), **options)
-            for split, path in annotations.items()
+            for split, path in sorted(annotations.items())
         }
         # Subject lists per output subset, for `launch/split.py`; not used to enumerate items.
         self.subjects = subjects or {}

@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from shardprep.merge.job import MergeAfter
 from shardprep.runtime.config import load_config
 from shardprep.runtime.errors import ConfigError
 from shardprep.runtime.manifest import Manifest
@@ -39,11 +40,17 @@ def run_stage(stage: str | None) -> Callable[[Sequence[str] | None], None]:
     """The `main` of a stage launcher (`launch/depth.py` is `run_stage("depth")`)."""
 
     def main(argv: Sequence[str]) -> int:
-        config = load_config(argv, defaults=[f"stage={stage}"] if stage else [])
+        defaults = [f"stage={stage}"] if stage else []
+        config = load_config(argv, defaults=defaults)
         run_dir, manifest = prepare(config)
+        merge = MergeAfter(config, [*defaults, *argv], run_dir) if config.get("merge_after") else None
         submission = submit(config, run_dir, manifest)
         _describe(submission, config)
-        return _finish(submission) if submission.backend != "slurm" or config["wait"] else 0
+
+        def finish() -> int:
+            return _finish(submission) if submission.backend != "slurm" or config["wait"] else 0
+
+        return merge(submission, finish) if merge else finish()
 
     return guarded(main)
 

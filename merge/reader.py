@@ -1,0 +1,123 @@
+"""Find and read a run's per-item checkpoints for a merge: what is missing per shard, and pooled reading.
+
+A merge reads hundreds of thousands of small NPZ files; opening them is the cost, so files are read in chunks by a
+process pool and each chunk comes back as a few stacked arrays (one pickle per chunk, not per file). Results keep the
+item order whatever the pool does, so the merged bytes do not depend on timing. A file that is missing, unreadable,
+of another shape or written under another fingerprint (an older run in the same folder) is reported, never merged.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from multiprocessing import get_context
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from shardprep.datasets.base import Item
+from shardprep.runtime.manifest import Manifest
+from shardprep.runtime.npz import npz_headers
+from shardprep.runtime.store import FINGERPRINT_KEY, shard_name
+
+CHUNK = 512
+
+# Per item, why it has no usable checkpoint.
+OK, MISSING, UNREADABLE, STALE = 0, 1, 2, 3
+REASONS = {MISSING: "missing", UNREADABLE: "unreadable or wrong shape", STALE: "written by an older run"}
+
+Spec = Mapping[str, tuple[tuple[int, ...], np.dtype]]
+
+
+@dataclass(frozen=True)
+class Checkpoints:
+    """Where each item's checkpoint of one output is, and which shard holds it."""
+
+    paths: list[Path]
+    shards: np.ndarray  # (items,) shard of each item
+
+    @classmethod
+    def locate(cls, run_dir: Path, manifest: Manifest, items: Sequence[Item], suffix: str) -> Checkpoints:
+        paths, shards = [], np.empty(len(items), dtype=np.int64)
+        for shard, (start, end) in enumerate(manifest.plan):
+            folder = run_dir / "checkpoints" / shard_name(shard)
+            paths.extend(folder / f"{item.id}.{suffix}" for item in items[start:end])
+            shards[start:end] = shard
+        return cls(paths, shards)
+
+    def present(self) -> np.ndarray:
+        """(items,) bool: the file exists. One directory listing per shard, no per-file stat calls."""
+        listed: dict[Path, set[str]] = {}
+        for folder in {path.parent for path in self.paths}:
+            try:
+                with os.scandir(folder) as entries:
+                    listed[folder] = {entry.name for entry in entries}
+            except FileNotFoundError:
+                listed[folder] = set()
+        return np.array([path.name in listed[path.parent] for path in self.paths], dtype=bool)
+
+
+def spec_of(path: Path, keys: Sequence[str]) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+    """Shape and dtype of `keys` in one checkpoint: the layout every other checkpoint must have."""
+    headers = npz_headers(path)
+    missing = [key for key in keys if key not in headers]
+    if missing:
+        raise ValueError(f"{path}: no array(s) {', '.join(missing)}; found {', '.join(sorted(headers))}")
+    return {key: headers[key] for key in keys}
+
+
+def read_all(paths: Sequence[Path], spec: Spec, fingerprint: str, workers: int,
+             desc: str = "merge") -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Stack `spec`'s arrays of every file, in order: (arrays (len(paths), ...), status per file).
+
+    Rows of files that are not OK stay zero. `workers` > 1 reads through a process pool.
+    """
+    arrays = {key: np.zeros((len(paths), *shape), dtype=dtype) for key, (shape, dtype) in spec.items()}
+    status = np.zeros(len(paths), dtype=np.uint8)
+    starts = range(0, len(paths), CHUNK)
+    jobs = [(list(paths[start:start + CHUNK]), dict(spec), fingerprint) for start in starts]
+    with tqdm(total=len(paths), desc=desc, unit="file", mininterval=5, disable=None) as bar:
+        if workers > 1 and len(jobs) > 1:
+            with get_context().Pool(workers) as pool:
+                chunks = pool.imap(_read_chunk, jobs)
+                _collect(chunks, starts, arrays, status, bar)
+        else:
+            _collect(map(_read_chunk, jobs), starts, arrays, status, bar)
+    return arrays, status
+
+
+def _collect(chunks, starts, arrays, status, bar) -> None:
+    for start, (chunk_status, chunk_arrays) in zip(starts, chunks):
+        end = start + len(chunk_status)
+        status[start:end] = chunk_status
+        for key, values in chunk_arrays.items():
+            arrays[key][start:end] = values
+        bar.update(end - start)
+
+
+def _read_chunk(job: tuple[list[Path], Spec, str]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    paths, spec, fingerprint = job
+    arrays = {key: np.zeros((len(paths), *shape), dtype=dtype) for key, (shape, dtype) in spec.items()}
+    status = np.zeros(len(paths), dtype=np.uint8)
+    for i, path in enumerate(paths):
+        status[i], values = _read_one(path, spec, fingerprint)
+        for key, value in values.items():
+            arrays[key][i] = value
+    return status, arrays
+
+
+def _read_one(path: Path, spec: Spec, fingerprint: str) -> tuple[int, dict[str, np.ndarray]]:
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            if str(data[FINGERPRINT_KEY]) != fingerprint:
+                return STALE, {}
+            values = {key: data[key] for key in spec}
+    except FileNotFoundError:
+        return MISSING, {}
+    except Exception:  # truncated zip, missing member, bad header: whatever numpy/zipfile raised, it is unusable
+        return UNREADABLE, {}
+    if any(values[key].shape != shape or values[key].dtype != dtype for key, (shape, dtype) in spec.items()):
+        return UNREADABLE, {}
+    return OK, values

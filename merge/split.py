@@ -1,0 +1,52 @@
+"""Cut merged training files into subsets by subject (Fit3D: train s03..s09, test s10 s11), every array alike.
+
+A row's subject is the start of its image's file name up to the first `_` (`s11_50591643-0_walk.mp4_000001.jpg`
+-> s11, `S1_Directions_1.54138969_000001.jpg` -> S1, `TS1_000001.jpg` -> TS1). Every array must have one entry per
+row (first dimension N): an array that does not cannot be masked consistently and is refused, naming it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from shardprep.runtime.errors import ConfigError
+
+
+def subject_of(imgname: str) -> str:
+    return Path(imgname).name.split("_", 1)[0]
+
+
+def concatenate(parts: Sequence[tuple[str, Mapping[str, np.ndarray]]]) -> dict[str, np.ndarray]:
+    """Row-wise concatenation of merged files (name, arrays) that have the same keys, each checked for N rows."""
+    keys = sorted(parts[0][1])
+    for name, arrays in parts:
+        check_rows(name, arrays)
+        if sorted(arrays) != keys:
+            raise ConfigError(f"{name} has arrays {sorted(arrays)}, {parts[0][0]} has {keys}: cannot split them together")
+    return {key: np.concatenate([arrays[key] for _, arrays in parts]) for key in keys}
+
+
+def check_rows(name: str, arrays: Mapping[str, np.ndarray]) -> int:
+    if "imgname" not in arrays:
+        raise ConfigError(f"{name}: no `imgname` array, so rows have no subject")
+    rows = len(arrays["imgname"])
+    for key, array in arrays.items():
+        if array.ndim == 0 or array.shape[0] != rows:
+            raise ConfigError(f"{name}: array {key!r} has shape {array.shape}, not one entry per row (N={rows}); "
+                              "it cannot be split by subject")
+    return rows
+
+
+def masks(imgnames: np.ndarray, subjects: Mapping[str, Sequence[str]]) -> dict[str, np.ndarray]:
+    """Per subset, which rows belong to it. A subject listed in two subsets is refused."""
+    owner: dict[str, str] = {}
+    for subset, names in subjects.items():
+        for subject in names:
+            if subject in owner:
+                raise ConfigError(f"subject {subject!r} is in both {owner[subject]!r} and {subset!r}: fix dataset.subjects")
+            owner[subject] = subset
+    row_subjects = np.array([subject_of(name) for name in imgnames.tolist()])
+    return {subset: np.isin(row_subjects, list(names)) for subset, names in subjects.items()}
