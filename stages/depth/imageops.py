@@ -16,14 +16,15 @@ from shardprep.stages.depth.geometry import Letterbox, TopdownCrop
 
 
 def letterbox(frames: Sequence[torch.Tensor], size: int, pad_value: float) -> tuple[torch.Tensor, list[Letterbox]]:
-    """Frames (3, H, W) uint8 of any sizes -> (B, 3, size, size) float32: keep-ratio bilinear resize (cv2's
-    INTER_LINEAR half-pixel mapping, no antialiasing), padded bottom/right with `pad_value`."""
+    """Frames (3, H, W) of any sizes -> (B, 3, size, size) float32: keep-ratio bilinear resize (cv2's INTER_LINEAR
+    half-pixel mapping, no antialiasing; uint8 frames are rounded back to whole values as cv2 does), padded
+    bottom/right with `pad_value`."""
     boxes = [Letterbox.fit(tuple(frame.shape[1:]), size) for frame in frames]
     out = torch.full((len(frames), 3, size, size), float(pad_value), device=frames[0].device)
     for index, (frame, box) in enumerate(zip(frames, boxes)):
         height, width = box.resized
         resized = F.interpolate(frame[None].float(), size=(height, width), mode="bilinear", align_corners=False)
-        out[index, :, :height, :width] = resized[0].clamp(0, 255).round()  # cv2 resizes uint8 to uint8
+        out[index, :, :height, :width] = resized[0].clamp(0, 255).round() if frame.dtype == torch.uint8 else resized[0]
     return out, boxes
 
 
