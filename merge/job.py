@@ -46,11 +46,11 @@ class Merger(Protocol):
 
 def load_merge(argv: Sequence[str]) -> tuple[Merger, MergeJob]:
     """Compose the config, find the run, and build the merge its stage names."""
-    config = load_config(argv, defaults=DEFAULTS)
+    config = load_config(argv, defaults=DEFAULTS, strict=False)
     run_dir = Path(config["out_dir"]).expanduser().resolve()
     manifest = Manifest.load(run_dir)
     stage = manifest.config["stage"]["name"]
-    config = load_config(argv, defaults=[*DEFAULTS, f"+merge={stage}"])
+    config = load_config(argv, defaults=[*DEFAULTS, f"+merge={stage}"], strict=False)
     try:
         merger = instantiate(config["merge"], _convert_="all")
     except Exception as error:  # Hydra wraps the constructor's error; the user fixes conf/merge/<stage>.yaml

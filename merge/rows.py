@@ -21,7 +21,7 @@ from shardprep.datasets.splits import SplitDataset
 from shardprep.merge import hdf5, xycd
 from shardprep.merge.job import MergeJob
 from shardprep.merge.reader import MISSING, OK, REASONS, Checkpoints, read_all, spec_of
-from shardprep.runtime.build import build_dataset, build_stage
+from shardprep.runtime.build import build_dataset
 from shardprep.runtime.errors import ConfigError
 from shardprep.runtime.manifest import items_digest
 
@@ -30,11 +30,12 @@ SHOWN_SHARDS = 10
 
 
 class RowMerge:
-    """Configured by conf/merge/<stage>.yaml: which output, which arrays under which names, what makes a row valid."""
+    """Configured by conf/merge/<stage>.yaml: the checkpoints' suffix (`<item id>.<suffix>`), which of their arrays
+    go in under which names, and what makes a row valid."""
 
-    def __init__(self, output: str, prefix: str, fields: dict[str, str], valid_from: str | None = None,
-                 dets: dict[str, str] | None = None, default_format: str = "xycd") -> None:
-        self.output = output
+    def __init__(self, prefix: str, fields: dict[str, str], valid_from: str | None = None,
+                 dets: dict[str, str] | None = None, default_format: str = "xycd", suffix: str = "npz") -> None:
+        self.suffix = suffix
         self.prefix = prefix
         self.fields = fields
         self.valid_from = valid_from
@@ -52,12 +53,12 @@ class RowMerge:
             raise ConfigError(f"the items of dataset {dataset.name!r} changed since the run in {job.run_dir}: "
                               "merge with the annotation files the run was made from")
         tables = annotation_tables(dataset)
-        checkpoints = Checkpoints.locate(job.run_dir, job.manifest, items, self._suffix(config))
+        checkpoints = Checkpoints.locate(job.run_dir, job.manifest, items, self.suffix)
         status = np.where(checkpoints.present(), OK, MISSING).astype(np.uint8)
         if not job.allow_partial:
             _refuse_incomplete(job, items, checkpoints, status)
         if not (status == OK).any():
-            raise ConfigError(f"no checkpoints of output {self.output!r} in {job.run_dir}: launch the stage first")
+            raise ConfigError(f"no *.{self.suffix} checkpoints in {job.run_dir}: launch the stage first")
         keys = sorted({*self.fields, *([self.valid_from] if self.valid_from else [])})
         first = checkpoints.paths[int(np.argmax(status == OK))]
         try:
@@ -82,13 +83,6 @@ class RowMerge:
             else:
                 written.extend(xycd.write(job.out_dir, stem, merged, self.dets))
         return written
-
-    def _suffix(self, config: dict) -> str:
-        outputs = {output.name: output for output in build_stage(config).outputs}
-        if self.output not in outputs:
-            raise ConfigError(f"stage {config['stage']['name']!r} has no output {self.output!r} (it has "
-                              f"{', '.join(outputs)}): fix `output` in conf/merge/{config['stage']['name']}.yaml")
-        return outputs[self.output].suffix
 
 
 def annotation_tables(dataset: Dataset) -> dict[str, dict[str, np.ndarray]]:

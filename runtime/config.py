@@ -20,12 +20,16 @@ from shardprep.runtime.errors import ConfigError
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 
 
-def load_config(overrides: Sequence[str], defaults: Sequence[str] = ()) -> dict[str, Any]:
-    """The resolved config for `defaults` (e.g. `stage=depth` from the launcher) followed by the user's overrides."""
+def load_config(overrides: Sequence[str], defaults: Sequence[str] = (), strict: bool = True) -> dict[str, Any]:
+    """The resolved config for `defaults` (e.g. `stage=depth` from the launcher) followed by the user's overrides.
+
+    `strict=False` leaves mandatory values (`???`) unset instead of refusing: commands that only read a finished run
+    (merge) must not ask for the model paths its launch needed.
+    """
     try:
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
             config = compose("config", overrides=[*defaults, *overrides])
-        resolved = OmegaConf.to_container(config, resolve=True, throw_on_missing=True)
+        resolved = OmegaConf.to_container(config, resolve=True, throw_on_missing=strict)
     except (HydraException, OmegaConfBaseException, ValueError) as error:
         raise ConfigError(one_line(error)) from None
     assert isinstance(resolved, dict)
