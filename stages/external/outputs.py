@@ -87,11 +87,14 @@ def validate_file(path: Path, spec: Any) -> None:
 
 def _npy_check(path: Path) -> tuple[int, ...]:
     """Shape from the header; raises if the file is shorter or longer than the header says (a truncated write)."""
-    with open(path, "rb") as handle:
-        major, _ = np.lib.format.read_magic(handle)
-        read_header = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
-        shape, _, dtype = read_header(handle)
-        data_start = handle.tell()
+    try:
+        with open(path, "rb") as handle:
+            major, _ = np.lib.format.read_magic(handle)
+            read_header = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
+            shape, _, dtype = read_header(handle)
+            data_start = handle.tell()
+    except (ValueError, EOFError) as error:
+        raise ValueError(f"{path.name} has no readable .npy header ({error}): truncated or not an array") from None
     if dtype.hasobject:
         raise ValueError(f"{path.name} holds Python objects (needs pickle): write plain numeric arrays")
     expected = data_start + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
