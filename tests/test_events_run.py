@@ -162,8 +162,9 @@ def merge_job(run_dir: Path, out_dir: Path, allow_partial: bool = False) -> Merg
 
 def test_merge_writes_one_json_per_split_and_duration(dsec: tuple[Path, Path], tmp_path: Path) -> None:
     _, run_dir = dsec
-    merge = DSECJsonMerge(prompt="<event>\nWhat happens in these {duration} of {sequence}?", answer="clip {clip}")
-    written = merge(merge_job(run_dir, tmp_path / "merged"))
+    done = launch("merge.py", "dataset=dsec", "stage=events", f"out_dir={run_dir}", f"merged_dir={tmp_path / 'merged'}",
+                  "++merge.prompt='<event> What happens in these {duration} of {sequence}?'", "++merge.answer='clip {clip}'")
+    written = [Path(line.removeprefix("merged: ")) for line in done.stdout.splitlines()]
     assert [p.name for p in written] == ["dsec_test_500ms.json", "dsec_test_1s.json", "dsec_train_500ms.json",
                                          "dsec_train_1s.json", "dsec_train_2s.json"]
     entries = json.loads(written[3].read_text())
@@ -171,7 +172,7 @@ def test_merge_writes_one_json_per_split_and_duration(dsec: tuple[Path, Path], t
     first = entries[0]
     assert first["id"] == "train.1s.zurich_city_00_a.00000"
     assert first["conversations"] == [
-        {"from": "human", "value": "<event>\nWhat happens in these 1s of zurich_city_00_a?"},
+        {"from": "human", "value": "<event> What happens in these 1s of zurich_city_00_a?"},
         {"from": "gpt", "value": "clip 0"},
     ]
     for key, suffix in (("event_data", ".events.npz"), ("video_data", ".mp4"), ("image", ".png")):
