@@ -1,0 +1,50 @@
+"""launch/split.py: train/test by subject lists, every array (and the dets twin) masked alike."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import launch
+from data.fake_runs import fake_depth_run
+from data.minisets import make_3dpw, make_fit3d
+
+from shardprep.merge.job import run_merge
+from shardprep.merge.split import concatenate, masks, subject_of
+from shardprep.runtime.errors import ConfigError
+from shardprep.runtime.npz import read_npz
+
+
+def test_fit3d_split_by_subject(tmp_path: Path) -> None:
+    args = fake_depth_run(tmp_path / "run", make_fit3d(tmp_path / "fit3d"), shards=2)
+    run_merge(args)
+    done = launch("split.py", *args)
+    assert "fit3d_xycd_train.npz (6 rows)" in done.stdout and "fit3d_xycd_test.npz (6 rows)" in done.stdout
+    out = tmp_path / "run" / "merged"
+    whole = read_npz(out / "fit3d_xycd_all.npz")
+    for subset, subjects in {"train": {"s03", "s04"}, "test": {"s10", "s11"}}.items():
+        part = read_npz(out / f"fit3d_xycd_{subset}.npz")
+        assert {subject_of(name) for name in part["imgname"].tolist()} == subjects
+        keep = np.isin([subject_of(name) for name in whole["imgname"].tolist()], sorted(subjects))
+        assert sorted(part) == sorted(whole)
+        for key in whole:
+            np.testing.assert_array_equal(part[key], whole[key][keep])
+        dets = np.load(out / f"fit3d_xycd_{subset}_dets.npy", allow_pickle=False)
+        np.testing.assert_array_equal(dets[..., :2], part["predicted_keypoints"])
+
+
+def test_arrays_without_one_entry_per_row_are_refused() -> None:
+    names = np.array(["s03_a_b.mp4_000001.jpg", "s10_a_b.mp4_000001.jpg"])
+    with pytest.raises(ConfigError, match="x.npz: array 'mean_pose' has shape \\(17, 3\\), not one entry per row"):
+        concatenate([("x.npz", {"imgname": names, "mean_pose": np.zeros((17, 3))})])
+    with pytest.raises(ConfigError, match="subject 's03' is in both 'train' and 'test'"):
+        masks(names, {"train": ["s03"], "test": ["s03", "s10"]})
+
+
+def test_dataset_without_subjects_is_refused(tmp_path: Path) -> None:
+    args = fake_depth_run(tmp_path / "run", make_3dpw(tmp_path / "3dpw"), shards=1)
+    run_merge(args)
+    done = launch("split.py", *args, check=False)
+    assert done.returncode == 2 and "has no subject lists" in done.stderr
