@@ -28,7 +28,8 @@ wait_for() {
     done
 }
 
-pid_alive() { [[ -s $1 ]] && kill -0 "$(cat "$1")" 2>/dev/null; }
+# pid_alive PIDFILE NAME : the daemon of that pid file runs (a stale file from before a reboot does not count).
+pid_alive() { [[ -s $1 && $(cat "/proc/$(cat "$1")/comm" 2>/dev/null) == "$2" ]]; }
 
 node_state() { timeout 5 sinfo -h -n "$HOST" -o %T 2>/dev/null; }
 
@@ -45,7 +46,8 @@ if command -v sinfo >/dev/null && node_up && sacct_ok; then
     exit 0
 fi
 
-mkdir -p "$LOG"
+# root-owned: munged refuses a log file in a directory owned by another user (Debian makes it slurm's).
+install -d -o root -g root -m 755 "$LOG"
 
 # --- packages ---------------------------------------------------------------------------------
 missing=()
@@ -74,7 +76,7 @@ chmod 400 /etc/munge/munge.key
 install -d -o munge -g munge -m 755 /run/munge   # /run is emptied by a reboot
 install -d -o munge -g munge -m 700 /var/lib/munge
 touch "$LOG/munged.log" && chown munge:munge "$LOG/munged.log" && chmod 640 "$LOG/munged.log"
-if ! pid_alive /run/munge/munged.pid; then
+if ! pid_alive /run/munge/munged.pid munged; then
     runuser -u munge -- munged --log-file="$LOG/munged.log" </dev/null >/dev/null 2>&1 \
         || die "munged did not start, see $LOG/munged.log"
 fi
@@ -183,7 +185,7 @@ PartitionName=$PARTITION Nodes=$HOST Default=YES MaxTime=INFINITE State=UP OverS
 EOC
 
 # --- slurmdbd + cluster registration -----------------------------------------------------------
-if ! pid_alive /run/slurmdbd.pid; then
+if ! pid_alive /run/slurmdbd.pid slurmdbd; then
     timeout 30 slurmdbd </dev/null >>"$LOG/slurmdbd.out" 2>&1 || die "slurmdbd did not start, see $LOG/slurmdbd.log"
 fi
 wait_for 60 "slurmdbd (see $LOG/slurmdbd.log)" sacctmgr -n list cluster
@@ -192,8 +194,8 @@ if ! timeout 10 sacctmgr -n -P list cluster format=cluster | grep -qx "$CLUSTER"
 fi
 
 # --- slurmctld + slurmd -----------------------------------------------------------------------
-stop_pid() { # stop_pid PIDFILE : TERM, then KILL after 20 s
-    pid_alive "$1" || return 0
+stop_pid() { # stop_pid PIDFILE NAME : TERM, then KILL after 20 s
+    pid_alive "$1" "$2" || return 0
     local pid; pid=$(cat "$1")
     kill -TERM "$pid" 2>/dev/null || true
     for _ in $(seq 20); do kill -0 "$pid" 2>/dev/null || return 0; sleep 1; done
@@ -201,14 +203,14 @@ stop_pid() { # stop_pid PIDFILE : TERM, then KILL after 20 s
 }
 if ((conf_changed)); then
     # Node/gres changes are not picked up by "scontrol reconfigure": restart both daemons.
-    stop_pid /run/slurmctld.pid
-    stop_pid /run/slurmd.pid
+    stop_pid /run/slurmctld.pid slurmctld
+    stop_pid /run/slurmd.pid slurmd
 fi
-if ! pid_alive /run/slurmctld.pid; then
+if ! pid_alive /run/slurmctld.pid slurmctld; then
     timeout 30 slurmctld </dev/null >>"$LOG/slurmctld.out" 2>&1 || die "slurmctld did not start, see $LOG/slurmctld.log"
 fi
 wait_for 30 "slurmctld (see $LOG/slurmctld.log)" scontrol ping
-if ! pid_alive /run/slurmd.pid; then
+if ! pid_alive /run/slurmd.pid slurmd; then
     timeout 30 slurmd </dev/null >>"$LOG/slurmd.out" 2>&1 || die "slurmd did not start, see $LOG/slurmd.log"
 fi
 
