@@ -105,10 +105,12 @@ def _pipeline_step(cfg: Any, name: str) -> dict[str, Any]:
 class Detector:
     """RTMDet (or any mmdet single-stage detector with a keep-ratio Resize + Pad test pipeline) on batches of frames."""
 
-    def __init__(self, config: Path, checkpoint: str | None, device: torch.device, precision: str) -> None:
+    def __init__(self, config: Path, checkpoint: str | None, device: torch.device, precision: str,
+                 test_cfg: dict[str, Any] | None = None) -> None:
         from mmdet.apis import init_detector
 
-        self.model = init_detector(str(config), checkpoint, device=str(device))
+        options = {f"model.test_cfg.{key}": value for key, value in (test_cfg or {}).items()}
+        self.model = init_detector(str(config), checkpoint, device=str(device), cfg_options=options)
         self.device, self.precision = device, precision
         resize = _pipeline_step(self.model.cfg, "Resize")
         if not resize.get("keep_ratio", False) or len(set(resize["scale"])) != 1:

@@ -61,7 +61,8 @@ class Models:
         return cls(
             device=device,
             detector=None if detector["kind"] == "gt" else Detector(
-                resolve_config(detector["config"]), detector.get("checkpoint"), device, precision),
+                resolve_config(detector["config"]), detector.get("checkpoint"), device, precision,
+                detector.get("test_cfg")),
             pose=PoseEstimator(resolve_config(pose["config"]), pose.get("checkpoint"), device, precision),
             depth=DepthEstimator(resolve_depth_model(depth["model"]), device, precision),
             score_threshold=float(detector.get("score_threshold", 0.3)),

@@ -1,0 +1,39 @@
+"""Random-weight model files for the depth stage's tests (nothing can be downloaded here).
+
+RTMDet and RTMPose need no files: their configs ship in the mmdet/mmpose wheels and checkpoint=None gives random
+weights. Depth Anything V2 loads with `from_pretrained`, so a tiny metric config is saved to a folder.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+# Smallest wheel-shipped configs of the production architectures: CPU time stays low.
+RTMDET_TINY = "mmdet::rtmdet/rtmdet_tiny_8xb32-300e_coco.py"
+RTMPOSE_T = "mmpose::body_2d_keypoint/rtmpose/body8/rtmpose-t_8xb256-420e_body8-256x192.py"
+
+
+def tiny_depth_anything(folder: Path, max_depth: float = 20.0) -> Path:
+    """A Depth Anything V2 metric model with a 4-layer, 32-wide DINOv2 backbone, random weights (seeded)."""
+    import torch
+    from transformers import DepthAnythingConfig, DepthAnythingForDepthEstimation, Dinov2Config
+
+    backbone = Dinov2Config(hidden_size=32, num_hidden_layers=4, num_attention_heads=2, intermediate_size=64,
+                            patch_size=14, image_size=518, out_features=["stage1", "stage2", "stage3", "stage4"],
+                            reshape_hidden_states=False)
+    config = DepthAnythingConfig(backbone_config=backbone, depth_estimation_type="metric", max_depth=max_depth,
+                                 reassemble_hidden_size=32, patch_size=14, neck_hidden_sizes=[8, 16, 32, 32],
+                                 fusion_hidden_size=16, head_hidden_size=8)
+    torch.manual_seed(0)
+    DepthAnythingForDepthEstimation(config).save_pretrained(folder)
+    return folder
+
+
+def model_overrides(depth_dir: Path, detector: str = "rtmdet") -> list[str]:
+    """Hydra overrides that run the depth stage with the tiny random-weight models on the CPU."""
+    return [
+        "stage=depth", f"stage.detector.kind={detector}", f"stage.detector.config={RTMDET_TINY}",
+        "stage.detector.checkpoint=null", "stage.detector.score_threshold=0.0",
+        f"stage.pose.config={RTMPOSE_T}", "stage.pose.checkpoint=null", f"stage.depth.model={depth_dir}",
+        "stage.batch_size=4", "stage.read_workers=2", "stage.device=cpu",
+    ]
