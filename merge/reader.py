@@ -18,6 +18,7 @@ import numpy as np
 from tqdm import tqdm
 
 from shardprep.datasets.base import Item
+from shardprep.merge.layout import Layout
 from shardprep.runtime.manifest import Manifest
 from shardprep.runtime.npz import npz_headers
 from shardprep.runtime.store import FINGERPRINT_KEY, shard_name
@@ -72,12 +73,14 @@ def read_all(paths: Sequence[Path], spec: Spec, fingerprint: str, workers: int,
              desc: str = "merge") -> tuple[dict[str, np.ndarray], np.ndarray]:
     """Stack `spec`'s arrays of every file, in order: (arrays (len(paths), ...), status per file).
 
-    Rows of files that are not OK stay zero. `workers` > 1 reads through a process pool.
+    Rows of files that are not OK stay zero. `workers` > 1 reads through a process pool. Files laid out like the
+    first readable one take the fast path (merge/layout.py).
     """
+    layout = _template(paths, [*spec, FINGERPRINT_KEY])
     arrays = {key: np.zeros((len(paths), *shape), dtype=dtype) for key, (shape, dtype) in spec.items()}
     status = np.zeros(len(paths), dtype=np.uint8)
     starts = range(0, len(paths), CHUNK)
-    jobs = [(list(paths[start:start + CHUNK]), dict(spec), fingerprint) for start in starts]
+    jobs = [(list(paths[start:start + CHUNK]), dict(spec), fingerprint, layout) for start in starts]
     with tqdm(total=len(paths), desc=desc, unit="file", mininterval=5, disable=None) as bar:
         if workers > 1 and len(jobs) > 1:
             with get_context().Pool(workers) as pool:
@@ -86,6 +89,16 @@ def read_all(paths: Sequence[Path], spec: Spec, fingerprint: str, workers: int,
         else:
             _collect(map(_read_chunk, jobs), starts, arrays, status, bar)
     return arrays, status
+
+
+def _template(paths: Sequence[Path], keys: Sequence[str]) -> Layout | None:
+    """The layout of the first file that parses (later files that differ fall back to `np.load`)."""
+    for path in paths:
+        try:
+            return Layout.of(path, keys)
+        except Exception:  # missing or unreadable: that file is reported when it is read; try the next one
+            continue
+    return None
 
 
 def _collect(chunks, starts, arrays, status, bar) -> None:
@@ -97,23 +110,25 @@ def _collect(chunks, starts, arrays, status, bar) -> None:
         bar.update(end - start)
 
 
-def _read_chunk(job: tuple[list[Path], Spec, str]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    paths, spec, fingerprint = job
+def _read_chunk(job: tuple[list[Path], Spec, str, Layout | None]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    paths, spec, fingerprint, layout = job
     arrays = {key: np.zeros((len(paths), *shape), dtype=dtype) for key, (shape, dtype) in spec.items()}
     status = np.zeros(len(paths), dtype=np.uint8)
     for i, path in enumerate(paths):
-        status[i], values = _read_one(path, spec, fingerprint)
+        status[i], values = _read_one(path, spec, fingerprint, layout)
         for key, value in values.items():
             arrays[key][i] = value
     return status, arrays
 
 
-def _read_one(path: Path, spec: Spec, fingerprint: str) -> tuple[int, dict[str, np.ndarray]]:
+def _read_one(path: Path, spec: Spec, fingerprint: str, layout: Layout | None) -> tuple[int, dict[str, np.ndarray]]:
     try:
-        with np.load(path, allow_pickle=False) as data:
-            if str(data[FINGERPRINT_KEY]) != fingerprint:
-                return STALE, {}
-            values = {key: data[key] for key in spec}
+        values = layout.read(path) if layout is not None else None
+        if values is None:
+            with np.load(path, allow_pickle=False) as data:
+                values = {key: data[key] for key in [*spec, FINGERPRINT_KEY]}
+        if str(values.pop(FINGERPRINT_KEY)) != fingerprint:
+            return STALE, {}
     except FileNotFoundError:
         return MISSING, {}
     except Exception:  # truncated zip, missing member, bad header: whatever numpy/zipfile raised, it is unusable

@@ -16,6 +16,7 @@ from data.fake_runs import fake_depth_run
 from data.minisets import make_h36m
 
 from shardprep.merge import reader
+from shardprep.merge.layout import Layout
 from shardprep.merge.job import run_merge
 from shardprep.runtime.errors import ConfigError
 from shardprep.runtime.npz import read_npz, write_npz
@@ -121,15 +122,19 @@ def test_incomplete_run_is_refused_then_merged_with_allow_partial(h36m: list[str
 def test_unreadable_or_stale_checkpoints_are_not_merged(h36m: list[str], tmp_path: Path) -> None:
     run = tmp_path / "run"
     args = fake_depth_run(run, h36m, shards=1)
-    corrupt, stale = sorted(run.glob("checkpoints/shard-00000/*.npz"))[:2]
+    corrupt, stale, flipped = sorted(run.glob("checkpoints/shard-00000/*.npz"))[:3]
     corrupt.write_bytes(corrupt.read_bytes()[:100])
     arrays = read_npz(stale)
     arrays["fingerprint"] = np.array("older-run")
     write_npz(stale, arrays)
+    # One bit of a payload: same layout as the others (fast path), caught by the member's CRC-32.
+    data = bytearray(flipped.read_bytes())
+    data[Layout.of(flipped, ["keypoints"]).members["keypoints"].data] ^= 1
+    flipped.write_bytes(bytes(data))
     with pytest.raises(ConfigError) as refused:
         run_merge(args)
-    assert f"shard 0: 2 unreadable or wrong shape/written by an older run ({corrupt.stem}, {stale.stem})" in str(
-        refused.value)
+    assert (f"shard 0: 3 unreadable or wrong shape/written by an older run ({corrupt.stem}, {stale.stem}, "
+            f"{flipped.stem})") in str(refused.value)
 
 
 def test_merge_is_chosen_by_the_runs_stage(h36m: list[str], tmp_path: Path) -> None:
