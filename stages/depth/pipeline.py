@@ -79,7 +79,8 @@ def run_frames(models: Models, images: Sequence[np.ndarray], annotated: Sequence
     boxes = choose_boxes(models, frames, annotated)
     poses = estimate_keypoints(frames, boxes, models.pose, models.pose_batch)
     depths = frame_depths(models, frames, poses, radius)
-    return [frame_arrays(frame, box, pose, depth, radius) for frame, box, pose, depth in zip(frames, boxes, poses, depths)]
+    return [frame_arrays(tuple(frame.shape[1:]), box, pose, depth, radius)
+            for frame, box, pose, depth in zip(frames, boxes, poses, depths)]
 
 
 def choose_boxes(models: Models, frames: list[torch.Tensor],
@@ -130,8 +131,9 @@ def frame_depths(models: Models, frames: list[torch.Tensor], poses: list[tuple[n
     return out
 
 
-def frame_arrays(frame: torch.Tensor, box: np.ndarray | None, pose: tuple[np.ndarray, np.ndarray] | None,
+def frame_arrays(image_size: tuple[int, int], box: np.ndarray | None, pose: tuple[np.ndarray, np.ndarray] | None,
                  depth: dict[str, np.ndarray] | None, radius: int) -> dict[str, np.ndarray]:
+    """The schema's arrays for one frame; zeros and detected=False when it has no person."""
     detected = box is not None and pose is not None and depth is not None
     zeros = np.zeros(JOINTS, dtype=np.float32)
     return {
@@ -142,7 +144,7 @@ def frame_arrays(frame: torch.Tensor, box: np.ndarray | None, pose: tuple[np.nda
         "depth_max": depth["depth_max"] if detected else zeros,
         "in_image": depth["in_image"] if detected else np.zeros(JOINTS, bool),
         "bbox": box.astype(np.float32) if detected else np.zeros(5, np.float32),
-        "image_size": np.array(frame.shape[1:], dtype=np.int32),
+        "image_size": np.array(image_size, dtype=np.int32),
         "detected": np.array(detected),
         "depth_radius": np.array(radius, dtype=np.int32),
     }

@@ -30,9 +30,9 @@ def tiny_depth_anything(folder: Path, max_depth: float = 20.0) -> Path:
 
 
 def model_overrides(depth_dir: Path, detector: str = "rtmdet") -> list[str]:
-    """Hydra overrides that run the depth stage with the tiny random-weight models on the CPU."""
+    """Hydra overrides (after `stage=depth`) that run the depth stage with the tiny random-weight models on the CPU."""
     return [
-        "stage=depth", f"stage.detector.kind={detector}", f"stage.detector.config={RTMDET_TINY}",
+        f"stage.detector.kind={detector}", f"stage.detector.config={RTMDET_TINY}",
         "stage.detector.checkpoint=null", "stage.detector.score_threshold=0.0",
         f"stage.pose.config={RTMPOSE_T}", "stage.pose.checkpoint=null", f"stage.depth.model={depth_dir}",
         "stage.batch_size=4", "stage.read_workers=2", "stage.device=cpu",

@@ -1,0 +1,264 @@
+"""Frames/s of the depth stage on one GPU: the naive way against the stage as built, same frames, same run.
+
+    python benchmarks/depth_throughput.py [--frames 512] [--naive-frames 48] [--depth small large] [--batch 32]
+
+Full-size architectures with random weights (the same FLOPs as trained ones): RTMDet-m, RTMPose-l 384x288, Depth
+Anything V2 Small and Large metric. Frames are 1000x1000 JPEGs (Human3.6M's size) written first.
+
+(a) naive: one frame at a time, fp32: decode, mmdet `inference_detector`, mmpose `inference_topdown` on the chosen
+    box, Depth Anything on the CPU-resized frame, the full-resolution upsample, numpy sampling, write the NPZ.
+(b) stage: `DepthStage` (bf16 autocast) fed by the runtime worker's own read-ahead threads and batching, writing
+    the same NPZs through `ShardStore`.
+Both share the loaded models (and so their weights). Also reported: peak GPU memory of each, the depth model's
+FLOPs per frame (torch's FLOP counter), its throughput alone at the stage's batch size, and both as a fraction of
+the bf16 matrix-product rate measured on this GPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from shardprep.datasets.mmpose_npz import MMPoseDataset
+from shardprep.runtime.build import build_stage
+from shardprep.runtime.config import load_config
+from shardprep.runtime.npz import write_npz
+from shardprep.runtime.store import ShardStore
+from shardprep.runtime.worker import _batches, _read_ahead
+from shardprep.stages.depth.geometry import depth_input_size
+from shardprep.stages.depth.keypoints import coco_to_h36m
+from shardprep.stages.depth.pipeline import frame_arrays
+from shardprep.stages.depth.selection import select_person
+
+DETECTOR = "mmdet::rtmdet/rtmdet_m_8xb32-300e_coco.py"
+POSE = "mmpose::body_2d_keypoint/rtmpose/body8/rtmpose-l_8xb256-420e_body8-384x288.py"
+# Depth Anything V2 metric, as in the published *-hf configs: DINOv2 backbone size, layers tapped, DPT neck widths.
+DEPTH = {
+    "small": dict(hidden_size=384, num_hidden_layers=12, num_attention_heads=6, out=[3, 6, 9, 12],
+                  neck=[48, 96, 192, 384], fusion=64),
+    "large": dict(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, out=[5, 12, 18, 24],
+                  neck=[256, 512, 1024, 1024], fusion=256),
+}
+SIZE = (1000, 1000)
+RADIUS = 3
+
+
+def make_frames(folder: Path, count: int) -> MMPoseDataset:
+    """`count` 1000x1000 JPEGs (the astronaut photo, upscaled and shifted per frame) and their annotation NPZ."""
+    from PIL import Image
+    from skimage import data
+
+    photo = Image.fromarray(data.astronaut()).resize(SIZE[::-1], Image.BICUBIC)
+    base = np.asarray(photo)
+    names = []
+    for index in range(count):
+        name = f"bench/frame_{index:06d}.jpg"
+        (folder / "images" / "bench").mkdir(parents=True, exist_ok=True)
+        shifted = np.roll(base, 3 * index, axis=1)
+        Image.fromarray(shifted).save(folder / "images" / name, quality=95)
+        names.append(name)
+    center = np.tile([[500.0, 560.0]], (count, 1)) + np.stack([3.0 * np.arange(count) % 1000, np.zeros(count)], 1)
+    write_npz(folder / "annotation.npz", {
+        "imgname": np.array(names), "center": center, "scale": np.full(count, 4.0),
+        "part": np.zeros((count, 17, 3)), "S": np.zeros((count, 17, 4)),
+    })
+    return MMPoseDataset("bench", str(folder / "annotation.npz"), str(folder / "images"))
+
+
+def depth_model(folder: Path, size: str) -> Path:
+    from transformers import DepthAnythingConfig, DepthAnythingForDepthEstimation, Dinov2Config
+
+    spec = DEPTH[size]
+    backbone = Dinov2Config(hidden_size=spec["hidden_size"], num_hidden_layers=spec["num_hidden_layers"],
+                            num_attention_heads=spec["num_attention_heads"], intermediate_size=4 * spec["hidden_size"],
+                            patch_size=14, image_size=518, reshape_hidden_states=False,
+                            out_indices=spec["out"])
+    config = DepthAnythingConfig(backbone_config=backbone, depth_estimation_type="metric", max_depth=20,
+                                 reassemble_hidden_size=spec["hidden_size"], patch_size=14,
+                                 neck_hidden_sizes=spec["neck"], fusion_hidden_size=spec["fusion"], head_hidden_size=32)
+    path = folder / f"da-v2-{size}-metric"
+    DepthAnythingForDepthEstimation(config).save_pretrained(path)
+    return path
+
+
+def naive(stage, dataset: MMPoseDataset, items, out: Path) -> float:
+    """One frame at a time through the libraries' own single-image APIs, fp32; returns seconds."""
+    import cv2
+    from mmdet.apis import inference_detector
+    from mmpose.apis import inference_topdown
+
+    models = stage.models
+    depth_net = models.depth.model
+    mean = np.array([0.485, 0.456, 0.406]) * 255
+    std = np.array([0.229, 0.224, 0.225]) * 255
+    torch.cuda.synchronize()
+    start = time.perf_counter()
+    for item in items:
+        payload = dataset.read(item)  # decode in the loop
+        image = payload["image"]
+        bgr = np.ascontiguousarray(image[..., ::-1])
+        det = inference_detector(models.detector.model, bgr).pred_instances
+        person = (det.labels == models.person_label).cpu().numpy()
+        box = select_person(det.bboxes.cpu().numpy()[person], det.scores.cpu().numpy()[person],
+                            payload["bbox_gt"], models.score_threshold)
+        pose = depth = None
+        if box is not None:
+            result = inference_topdown(models.pose.model, bgr, bboxes=box[None, :4])[0].pred_instances
+            pose = (coco_to_h36m(result.keypoints[0]), coco_to_h36m(result.keypoint_scores[0][:, None])[:, 0])
+            height, width = image.shape[:2]
+            resized = cv2.resize(image.astype(np.float32), depth_input_size((height, width))[::-1],
+                                 interpolation=cv2.INTER_CUBIC)
+            pixels = torch.from_numpy(((resized - mean) / std).transpose(2, 0, 1)[None]).float().cuda()
+            with torch.no_grad():
+                small = depth_net(pixel_values=pixels).predicted_depth
+            full = F.interpolate(small[:, None], (height, width), mode="bilinear", align_corners=True)[0, 0]
+            full = full.cpu().numpy()
+            depth = naive_sample(full, pose[0])
+        arrays = frame_arrays(image.shape[:2], box, pose, depth, RADIUS)
+        write_npz(out / f"{item.id}.npz", arrays)
+    torch.cuda.synchronize()
+    return time.perf_counter() - start
+
+
+def naive_sample(full: np.ndarray, keypoints: np.ndarray) -> dict[str, np.ndarray]:
+    height, width = full.shape
+    point, low, high = (np.zeros(17, np.float32) for _ in range(3))
+    inside = np.zeros(17, bool)
+    for joint, (x, y) in enumerate(keypoints):
+        inside[joint] = -0.5 <= x < width - 0.5 and -0.5 <= y < height - 0.5
+        ix, iy = int(np.clip(np.floor(x + 0.5), 0, width - 1)), int(np.clip(np.floor(y + 0.5), 0, height - 1))
+        patch = [full[iy + dy, ix + dx] for dy in range(-RADIUS, RADIUS + 1) for dx in range(-RADIUS, RADIUS + 1)
+                 if dx * dx + dy * dy <= RADIUS**2 and 0 <= iy + dy < height and 0 <= ix + dx < width]
+        point[joint], low[joint], high[joint] = full[iy, ix], min(patch), max(patch)
+    return {"depth_point": point, "depth_min": low, "depth_max": high, "in_image": inside}
+
+
+def staged(stage, dataset: MMPoseDataset, items, run_dir: Path) -> float:
+    """The runtime worker's loop: read-ahead threads, batches, `stage.process`, `ShardStore.write`; seconds."""
+    store = ShardStore(run_dir, 0, stage.outputs, "benchmark")
+    missing = {item.id: frozenset({"depth"}) for item in items}
+    torch.cuda.synchronize()
+    start = time.perf_counter()
+    for batch in _batches(_read_ahead(dataset, items, missing, stage.read_workers, stage.batch_size), stage.batch_size):
+        for work, result in zip(batch, stage.process(batch)):
+            if isinstance(result, BaseException):
+                raise result
+            store.write(work.item.id, result)
+    torch.cuda.synchronize()
+    return time.perf_counter() - start
+
+
+def matmul_peak() -> float:
+    """bf16 dense matrix-product rate of this GPU, TFLOP/s (median of 10 after warm-up)."""
+    a = torch.randn(8192, 8192, device="cuda", dtype=torch.bfloat16)
+    b = torch.randn(8192, 8192, device="cuda", dtype=torch.bfloat16)
+    times = []
+    for repeat in range(13):
+        begin, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        begin.record()
+        a @ b
+        end.record()
+        torch.cuda.synchronize()
+        if repeat >= 3:
+            times.append(begin.elapsed_time(end) / 1e3)
+    return 2 * 8192**3 / float(np.median(times)) / 1e12
+
+
+def depth_alone(stage, batch: int) -> tuple[float, float]:
+    """(GFLOP per 518x518 frame, frames/s of the depth model alone at `batch` under the stage's autocast)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from shardprep.stages.depth.models import autocast
+
+    net = stage.models.depth.model
+    pixels = torch.randn(batch, 3, 518, 518, device="cuda")
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        net(pixel_values=pixels[:1])
+    gflop = counter.get_total_flops() / 1e9
+    with torch.no_grad(), autocast(torch.device("cuda"), stage.precision):
+        for _ in range(3):
+            net(pixel_values=pixels)
+        torch.cuda.synchronize()
+        start = time.perf_counter()
+        for _ in range(10):
+            net(pixel_values=pixels)
+        torch.cuda.synchronize()
+    return gflop, 10 * batch / (time.perf_counter() - start)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--frames", type=int, default=512, help="frames for the stage")
+    parser.add_argument("--naive-frames", type=int, default=48, help="the first N of them also go the naive way")
+    parser.add_argument("--depth", nargs="+", default=["small", "large"], choices=sorted(DEPTH))
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--read-workers", type=int, default=min(8, os.cpu_count() or 1))
+    parser.add_argument("--json", type=Path, help="also write the figures here")
+    args = parser.parse_args()
+    if not torch.cuda.is_available():
+        sys.exit("depth_throughput.py measures GPU throughput: no CUDA device here")
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="depth-bench-") as tmp:
+        folder = Path(tmp)
+        dataset = make_frames(folder, args.frames)
+        items = dataset.items()
+        peak = matmul_peak()
+        for size in args.depth:
+            config = load_config([
+                "stage=depth", f"stage.detector.config={DETECTOR}", "stage.detector.checkpoint=null",
+                "stage.detector.score_threshold=0.0", f"stage.pose.config={POSE}", "stage.pose.checkpoint=null",
+                f"stage.depth.model={depth_model(folder, size)}", f"stage.batch_size={args.batch}",
+                f"stage.depth.batch_size={args.batch}", f"stage.read_workers={args.read_workers}", "stage.device=cuda",
+            ])
+            stage = build_stage(config)
+            stage.setup()
+            staged(stage, dataset, items[:2 * args.batch], folder / f"warm-{size}")  # cudnn autotuning, allocator
+            naive(stage, dataset, items[:2], ensure(folder / "naive-warm"))
+            torch.cuda.reset_peak_memory_stats()
+            naive_s = naive(stage, dataset, items[:args.naive_frames], ensure(folder / f"naive-{size}"))
+            naive_mem = torch.cuda.max_memory_allocated() / 2**30
+            torch.cuda.reset_peak_memory_stats()
+            stage_s = staged(stage, dataset, items, folder / f"stage-{size}")
+            stage_mem = torch.cuda.max_memory_allocated() / 2**30
+            gflop, alone_fps = depth_alone(stage, args.batch)
+            naive_fps, stage_fps = args.naive_frames / naive_s, args.frames / stage_s
+            rows.append({
+                "depth_model": size, "naive_fps": naive_fps, "stage_fps": stage_fps, "ratio": stage_fps / naive_fps,
+                "naive_peak_gib": naive_mem, "stage_peak_gib": stage_mem, "depth_gflop_per_frame": gflop,
+                "depth_alone_fps": alone_fps, "bf16_matmul_tflops": peak,
+                "depth_alone_flop_fraction": gflop * alone_fps / 1e3 / peak,
+                "stage_depth_flop_fraction": gflop * stage_fps / 1e3 / peak,
+                "frames": args.frames, "naive_frames": args.naive_frames, "batch": args.batch,
+                "gpu": torch.cuda.get_device_name(), "torch": torch.__version__,
+            })
+            del stage
+            torch.cuda.empty_cache()
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=1))
+    print(f"\n{rows[0]['gpu']}, torch {rows[0]['torch']}, bf16 matmul {rows[0]['bf16_matmul_tflops']:.0f} TFLOP/s; "
+          f"{args.frames} frames 1000x1000 (naive: first {args.naive_frames}), batch {args.batch}")
+    print(f"{'depth':>6} {'naive f/s':>10} {'stage f/s':>10} {'ratio':>6} {'naive GiB':>10} {'stage GiB':>10} "
+          f"{'GFLOP/f':>8} {'DA alone f/s':>12} {'DA alone %peak':>14} {'stage DA %peak':>14}")
+    for row in rows:
+        print(f"{row['depth_model']:>6} {row['naive_fps']:10.1f} {row['stage_fps']:10.1f} {row['ratio']:6.1f} "
+              f"{row['naive_peak_gib']:10.2f} {row['stage_peak_gib']:10.2f} {row['depth_gflop_per_frame']:8.0f} "
+              f"{row['depth_alone_fps']:12.1f} {100 * row['depth_alone_flop_fraction']:13.0f}% "
+              f"{100 * row['stage_depth_flop_fraction']:13.0f}%")
+
+
+def ensure(path: Path) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,140 @@
+"""The depth stage with the real model code (RTMDet-tiny, RTMPose-t, a tiny Depth Anything V2 metric, all with
+random weights) on the demo dataset: in process, through the runtime with bad inputs, and through the real SLURM
+array with shards=2."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import SLURM_TEST_CLUSTER, launch
+
+STACK = ("torch", "mmcv", "mmdet", "mmpose", "transformers")
+_missing = [name for name in STACK if importlib.util.find_spec(name) is None]
+pytestmark = [
+    pytest.mark.models,
+    pytest.mark.skipif(bool(_missing), reason=f"model stack not installed ({', '.join(_missing)} missing): "
+                                              "bash install.sh"),
+]
+
+from models.depth_models import model_overrides, tiny_depth_anything  # noqa: E402
+
+SHAPES = {"keypoints": ((17, 2), np.float32), "scores": ((17,), np.float32), "depth_point": ((17,), np.float32),
+          "depth_min": ((17,), np.float32), "depth_max": ((17,), np.float32), "in_image": ((17,), np.bool_),
+          "bbox": ((5,), np.float32), "image_size": ((2,), np.int32), "detected": ((), np.bool_),
+          "depth_radius": ((), np.int32)}
+MAX_DEPTH = 20.0
+
+
+@pytest.fixture(scope="module")
+def depth_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tiny_depth_anything(tmp_path_factory.mktemp("depth-model") / "tiny-da-v2-metric", MAX_DEPTH)
+
+
+def check_frame(arrays: dict[str, np.ndarray], image_size=(512, 512)) -> None:
+    for key, (shape, dtype) in SHAPES.items():
+        assert arrays[key].shape == shape and arrays[key].dtype == dtype, (key, arrays[key].shape, arrays[key].dtype)
+    assert arrays["image_size"].tolist() == list(image_size)
+    assert int(arrays["depth_radius"]) == 3
+    if arrays["detected"]:
+        assert np.all(arrays["depth_min"] <= arrays["depth_point"])
+        assert np.all(arrays["depth_point"] <= arrays["depth_max"])
+        assert np.all((arrays["depth_min"] > 0) & (arrays["depth_max"] < MAX_DEPTH))
+        x1, y1, x2, y2, score = arrays["bbox"]
+        assert 0 <= x1 < x2 <= image_size[1] and 0 <= y1 < y2 <= image_size[0]
+    else:
+        assert not arrays["keypoints"].any() and not arrays["scores"].any() and not arrays["depth_point"].any()
+
+
+def read_npz(path: Path) -> dict[str, np.ndarray]:
+    with np.load(path, allow_pickle=False) as data:
+        return {key: data[key] for key in data.files}
+
+
+def test_stage_in_process_schema_and_bad_payloads(depth_dir: Path, demo_root: Path):
+    from shardprep.runtime.build import build_dataset, build_stage
+    from shardprep.runtime.config import load_config
+    from shardprep.stages.base import Work
+
+    config = load_config(["stage=depth", "dataset=demo", f"dataset.root={demo_root}", *model_overrides(depth_dir)])
+    dataset, stage = build_dataset(config), build_stage(config)
+    dataset.validate()
+    stage.validate()
+    assert any(path.name == "config.json" for path in stage.fingerprint_files())
+    stage.setup()
+    items = dataset.items()[:3]
+    works = [Work(item, dataset.read(item), frozenset({"depth"})) for item in items]
+    works[1].payload["bbox_gt"] = np.zeros(4, np.float32)          # all-zero annotation row: highest-score box
+    works.append(Work(items[2], {"image": np.zeros((0, 5, 3), np.uint8), "bbox_gt": np.zeros(4)}))
+    works.append(Work(items[2], {"row": {}}))
+    results = stage.process(works)
+    assert len(results) == 5
+    for result in results[:3]:
+        check_frame(result["depth"])
+    assert results[0]["depth"]["detected"]  # score_threshold=0: random RTMDet boxes overlap the annotated person
+    assert isinstance(results[3], ValueError) and "too small" in str(results[3])
+    assert isinstance(results[4], ValueError) and "RGB 'image'" in str(results[4])
+
+
+def bad_demo(demo_root: Path, tmp: Path) -> tuple[Path, Path]:
+    """A copy of the demo annotations with a corrupt image, a missing image, a zero-size box and an all-zero row."""
+    from shardprep.datasets.demo import ANNOTATION, DemoDataset
+    from shardprep.runtime.npz import write_npz
+
+    DemoDataset("demo", str(demo_root)).validate()  # generates the demo if this test runs first
+    images = tmp / "images"
+    shutil.copytree(demo_root / "images", images)
+    with np.load(demo_root / ANNOTATION, allow_pickle=False) as data:
+        arrays = {key: data[key].copy() for key in data.files}
+    names = arrays["imgname"].tolist()
+    (images / names[1]).write_bytes(b"not a jpeg")            # corrupt image
+    (images / names[2]).unlink()                               # missing image
+    arrays["scale"][3] = 0.0                                   # zero-size box
+    for key in ("center", "scale", "part", "S"):               # all-zero annotation row
+        arrays[key][7] = 0
+    annotation = tmp / "annotation.npz"
+    write_npz(annotation, arrays)
+    return annotation, images
+
+
+def test_bad_inputs_are_recorded_and_the_shard_goes_on(depth_dir: Path, demo_root: Path, tmp_path: Path):
+    annotation, images = bad_demo(demo_root, tmp_path)
+    out = tmp_path / "run"
+    launch("depth.py", "dataset._target_=shardprep.datasets.mmpose_npz.MMPoseDataset", "~dataset.root",
+           "~dataset.sequences", "~dataset.frames_per_sequence", f"+dataset.annotation={annotation}",
+           f"+dataset.image_root={images}", "shards=2", f"out_dir={out}", "cluster=debug", "max_attempts=1",
+           *model_overrides(depth_dir, detector="gt"), check=False)
+    errors = [json.loads(line) for path in sorted((out / "errors").glob("*.jsonl"))
+              for line in path.read_text().splitlines()]
+    failed = {record["item"]: record for record in errors}
+    assert len(failed) == 2, errors
+    messages = " ".join(json.dumps(record) for record in errors)
+    assert "cannot decode image" in messages and "image not found" in messages
+    frames = {path.stem: read_npz(path) for path in out.glob("checkpoints/shard-*/*.npz")}
+    assert len(frames) == 10 and not set(frames) & set(failed)
+    for arrays in frames.values():
+        check_frame(arrays)
+    undetected = sorted(item for item, arrays in frames.items() if not arrays["detected"])
+    # The zero-size box (row 3) and the all-zero row (row 7): recorded frames without a person, not errors.
+    assert undetected == ["S9_Demo_1.55011271_000004", "S9_Demo_2.60457274_000002"]
+
+
+@pytest.mark.slurm
+def test_demo_through_slurm_array(slurm, depth_dir: Path, demo_root: Path, tmp_path: Path):
+    out = tmp_path / "run"
+    launch("depth.py", "dataset=demo", "shards=2", f"out_dir={out}", *SLURM_TEST_CLUSTER,
+           *model_overrides(depth_dir), demo_root=demo_root)
+    shards = sorted((out / "checkpoints").iterdir())
+    assert [path.name for path in shards] == ["shard-00000", "shard-00001"]
+    files = sorted(out.glob("checkpoints/shard-*/*.npz"))
+    assert len(files) == 12
+    for path in files:
+        arrays = read_npz(path)
+        check_frame(arrays)
+        assert str(arrays["fingerprint"])
+    assert not any(path.read_text().strip() for path in (out / "errors").glob("*.jsonl"))
