@@ -1,26 +1,35 @@
 """The event image of a clip: white canvas, pixels with a positive event red, with only negative events blue.
 
-Rendering is a pair of boolean masks filled chunk by chunk with vectorised indexing, so it costs a few nanoseconds
-per event and memory does not grow with the clip. "Positive drawn over negative" does not depend on event order,
-which keeps the image identical however the events are chunked.
+Each event sets one bit of its pixel (bit 0: a negative event, bit 1: a positive one) in a compiled loop (numba),
+chunk by chunk, so it costs a few nanoseconds per event and memory does not grow with the clip; a palette lookup then
+gives the colours. "Positive drawn over negative" does not depend on event order, which keeps the image identical
+however the events are chunked. Plain numpy needs several passes plus a scatter per chunk and was 5-10x slower.
 """
 
 from __future__ import annotations
 
+import numba
 import numpy as np
 
 WHITE = (255, 255, 255, 255)
 RED = (255, 0, 0, 255)
 BLUE = (0, 0, 255, 255)
+# Pixel state (bit 0: negative seen, bit 1: positive seen) -> RGBA.
+PALETTE = np.array([WHITE, BLUE, RED, RED], dtype=np.uint8)
+
+
+@numba.njit(nogil=True, cache=True, boundscheck=False)
+def _mark(x: np.ndarray, y: np.ndarray, p: np.ndarray, width: int, state: np.ndarray) -> None:
+    for i in range(x.shape[0]):
+        state[np.int64(y[i]) * width + x[i]] |= np.uint8(1) << (p[i] != 0)
 
 
 class EventCanvas:
-    """Accumulates events (x, y, p) into polarity masks; `rgba()` gives the (height, width, 4) uint8 image."""
+    """Accumulates events (x, y, p) into per-pixel polarity bits; `rgba()` gives the (height, width, 4) uint8 image."""
 
     def __init__(self, width: int, height: int) -> None:
         self.width, self.height = width, height
-        self.positive = np.zeros(width * height, dtype=bool)
-        self.negative = np.zeros(width * height, dtype=bool)
+        self.state = np.zeros(width * height, dtype=np.uint8)
 
     def add(self, x: np.ndarray, y: np.ndarray, p: np.ndarray) -> None:
         if x.size == 0:
@@ -28,19 +37,10 @@ class EventCanvas:
         if int(x.max()) >= self.width or int(y.max()) >= self.height:
             raise ValueError(f"event coordinates up to ({int(x.max())}, {int(y.max())}) fall outside the "
                              f"{self.width}x{self.height} sensor: set stage.width/height to the camera's size")
-        pixel = y.astype(np.int32)
-        pixel *= self.width
-        pixel += x
-        on = p.astype(bool)
-        self.positive[pixel[on]] = True
-        self.negative[pixel[~on]] = True
+        _mark(x, y, p, self.width, self.state)
 
     def rgba(self) -> np.ndarray:
-        image = np.empty((self.width * self.height, 4), dtype=np.uint8)
-        image[:] = WHITE
-        image[self.negative] = BLUE
-        image[self.positive] = RED
-        return image.reshape(self.height, self.width, 4)
+        return PALETTE[self.state].reshape(self.height, self.width, 4)
 
 
 def render_loop(x: np.ndarray, y: np.ndarray, p: np.ndarray, width: int, height: int) -> np.ndarray:
