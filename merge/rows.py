@@ -53,6 +53,11 @@ class RowMerge:
             raise ConfigError(f"the items of dataset {dataset.name!r} changed since the run in {job.run_dir}: "
                               "merge with the annotation files the run was made from")
         tables = annotation_tables(dataset)
+        for split, table in tables.items():
+            clash = sorted(set(table) & {*self.fields.values(), "valid"})
+            if clash:
+                raise ConfigError(f"the {split or dataset.name} annotation file already has {', '.join(clash)}: rename "
+                                  f"them in `fields` of conf/merge/{config['stage']['name']}.yaml")
         checkpoints = Checkpoints.locate(job.run_dir, job.manifest, items, self.suffix)
         status = np.where(checkpoints.present(), OK, MISSING).astype(np.uint8)
         if not job.allow_partial:
