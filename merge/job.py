@@ -9,7 +9,6 @@ file: nothing here changes (docs/merge.md).
 from __future__ import annotations
 
 import sys
-
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path

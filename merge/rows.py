@@ -81,13 +81,18 @@ class RowMerge:
         for split, table in tables.items():
             rows = row_positions(items, split, len(table["imgname"]))
             merged = {**table, **{name: arrays[key][rows] for key, name in self.fields.items()}, "valid": valid[rows]}
-            stem = "_".join(part for part in (dataset.name, self.prefix, split) if part)
+            stem = merged_stem(dataset.name, self.prefix, split)
             if form == "hdf5":
                 attributes = run_attributes(job, split, merged["valid"])
                 written.append(hdf5.write(job.out_dir / f"{stem}.h5", merged, attributes))
             else:
                 written.extend(xycd.write(job.out_dir, stem, merged, self.dets))
         return written
+
+
+def merged_stem(dataset: str, prefix: str, split: str) -> str:
+    """`h36m_xycd_train`; a dataset of one unnamed split (the demo) gives `demo_xycd`."""
+    return "_".join(part for part in (dataset, prefix, split) if part)
 
 
 def annotation_tables(dataset: Dataset) -> dict[str, dict[str, np.ndarray]]:

@@ -1,6 +1,8 @@
 """Cut merged training files into subsets by subject (Fit3D: train s03..s09, test s10 s11), every array alike.
 
-A row's subject is the start of its image's file name up to the first `_` (`s11_50591643-0_walk.mp4_000001.jpg`
+`split_run` reads every merged split of a run (`<dataset>_<prefix>_<split>.npz` and its `_dets.npy` twin if there
+is one), keeps the rows of each subject list of `dataset.subjects`, and writes `<dataset>_<prefix>_<subset>.npz`
+(+ twin). A row's subject is the start of its image's file name up to the first `_` (`s11_50591643-0_walk.mp4_000001.jpg`
 -> s11, `S1_Directions_1.54138969_000001.jpg` -> S1, `TS1_000001.jpg` -> TS1). Every array must have one entry per
 row (first dimension N): an array that does not cannot be masked consistently and is refused, naming it.
 """
@@ -12,7 +14,13 @@ from pathlib import Path
 
 import numpy as np
 
+from shardprep.merge import xycd
+from shardprep.merge.job import MergeJob
+from shardprep.merge.rows import merged_stem
 from shardprep.runtime.errors import ConfigError
+from shardprep.runtime.npz import read_npz, write_npz
+
+DETS = "dets"  # the twin's rows travel as one more per-row array while splitting
 
 
 def subject_of(imgname: str) -> str:
@@ -50,3 +58,37 @@ def masks(imgnames: np.ndarray, subjects: Mapping[str, Sequence[str]]) -> dict[s
             owner[subject] = subset
     row_subjects = np.array([subject_of(name) for name in imgnames.tolist()])
     return {subset: np.isin(row_subjects, list(names)) for subset, names in subjects.items()}
+
+
+def split_run(job: MergeJob) -> tuple[list[Path], int]:
+    """Write the subsets of the run's merged files; return their paths and how many rows no subset took."""
+    dataset = job.manifest.config["dataset"]
+    subjects = job.config["dataset"].get("subjects") or {}
+    if not subjects:
+        raise ConfigError(f"dataset {dataset['name']!r} has no subject lists: set dataset.subjects, e.g. "
+                          "'+dataset.subjects={train:[S1,S5],test:[S9]}'")
+    prefix = job.config["merge"].get("prefix", "")
+    parts = []
+    for split_name in sorted(dataset.get("annotations") or {""}):
+        path = job.out_dir / f"{merged_stem(dataset['name'], prefix, split_name)}.npz"
+        if not path.is_file():
+            raise ConfigError(f"merged file not found: {path}: run `python launch/merge.py` for this run first")
+        arrays = read_npz(path)
+        dets = path.with_name(f"{path.stem}_dets.npy")
+        if dets.is_file():
+            arrays[DETS] = np.load(dets, allow_pickle=False)
+        parts.append((str(path), arrays))
+    merged = concatenate(parts)
+    written = []
+    selected = masks(merged["imgname"], subjects)
+    for subset, mask in selected.items():
+        path = job.out_dir / f"{merged_stem(dataset['name'], prefix, subset)}.npz"
+        arrays = {key: array[mask] for key, array in merged.items()}
+        dets = arrays.pop(DETS, None)
+        write_npz(path, arrays)
+        written.append(path)
+        if dets is not None:
+            written.append(path.with_name(f"{path.stem}_dets.npy"))
+            xycd.write_npy(written[-1], dets)
+    return written, len(merged["imgname"]) - sum(int(mask.sum()) for mask in selected.values())
+
