@@ -9,6 +9,7 @@ of another shape or written under another fingerprint (an older run in the same 
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from multiprocessing import get_context
@@ -81,7 +82,7 @@ def read_all(paths: Sequence[Path], spec: Spec, fingerprint: str, workers: int,
     status = np.zeros(len(paths), dtype=np.uint8)
     starts = range(0, len(paths), CHUNK)
     jobs = [(list(paths[start:start + CHUNK]), dict(spec), fingerprint, layout) for start in starts]
-    with tqdm(total=len(paths), desc=desc, unit="file", mininterval=5, disable=None) as bar:
+    with tqdm(total=len(paths), desc=desc, unit="file", mininterval=5, file=sys.stderr) as bar:
         if workers > 1 and len(jobs) > 1:
             with get_context().Pool(workers) as pool:
                 chunks = pool.imap(_read_chunk, jobs)
