@@ -111,7 +111,7 @@ def test_interrupted_task_resumes_with_only_unfinished_items_redone(
     tmp_path: Path, demo_root: Path, interrupt: str
 ) -> None:
     run_dir = tmp_path / "run"
-    command = ("run.py", "shards=2", "stage.seconds_per_item=1.0", f"out_dir={run_dir}")
+    command = ("run.py", "shards=2", "stage.seconds_per_item=2.5", "stage.batch_size=1", f"out_dir={run_dir}")
     launch(*command, *NO_WAIT, demo_root=demo_root)
     job = last_job(run_dir)
     attempt = running_attempt(run_dir, 0, min_files=2)
@@ -141,7 +141,7 @@ def test_interrupted_task_resumes_with_only_unfinished_items_redone(
 
 def test_status_resubmits_only_incomplete_shards(tmp_path: Path, demo_root: Path) -> None:
     run_dir = tmp_path / "run"
-    command = ("run.py", "shards=3", "stage.seconds_per_item=0.5", f"out_dir={run_dir}")
+    command = ("run.py", "shards=3", "stage.seconds_per_item=3.0", "stage.batch_size=1", f"out_dir={run_dir}")
     launch(*command, *NO_WAIT, demo_root=demo_root)
     job = last_job(run_dir)
     running_attempt(run_dir, 1, min_files=1)
