@@ -37,7 +37,8 @@ SKELETON = np.array(
 
 class DemoDataset(MMPoseDataset):
     def __init__(self, name: str, root: str, sequences: int = 2, frames_per_sequence: int = 6) -> None:
-        root_path = Path(root).expanduser()
+        # One folder per size, so a demo of another size never reuses the files of this one.
+        root_path = Path(root).expanduser() / f"{sequences}x{frames_per_sequence}"
         super().__init__(name, annotation=str(root_path / ANNOTATION), image_root=str(root_path / "images"))
         self.root = root_path
         self.sequences = sequences

@@ -86,10 +86,11 @@ def bad_demo(demo_root: Path, tmp: Path) -> tuple[Path, Path]:
     from shardprep.datasets.demo import ANNOTATION, DemoDataset
     from shardprep.runtime.npz import write_npz
 
-    DemoDataset("demo", str(demo_root)).validate()  # generates the demo if this test runs first
+    demo = DemoDataset("demo", str(demo_root))
+    demo.validate()  # generates the demo if this test runs first
     images = tmp / "images"
-    shutil.copytree(demo_root / "images", images)
-    with np.load(demo_root / ANNOTATION, allow_pickle=False) as data:
+    shutil.copytree(demo.root / "images", images)
+    with np.load(demo.root / ANNOTATION, allow_pickle=False) as data:
         arrays = {key: data[key].copy() for key in data.files}
     names = arrays["imgname"].tolist()
     (images / names[1]).write_bytes(b"not a jpeg")            # corrupt image
