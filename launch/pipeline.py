@@ -4,7 +4,8 @@
 `depends_on`. Overrides apply to every stage (dataset, shards, cluster); `<stage>:key=value` to that stage only, e.g.
 `external_tapip3d:stage.gpu.max_workers=2`. Every stage is prepared (all checks, manifests written) before anything is submitted; on SLURM each
 stage is then one array job that starts once the previous array succeeded (`afterok`), so the whole chain is queued
-by one command. Locally the stages run one after the other. Re-running the command resumes every stage.
+by one command. Locally the stages run one after the other. `merge_after=true` adds the last stage's merge
+(conf/merge/<last stage>.yaml), after the chain. Re-running the command resumes every stage.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from shardprep.launch.cli import _describe, _finish, guarded
+from shardprep.merge.job import MergeAfter
 from shardprep.runtime.config import load_config
 from shardprep.runtime.errors import ConfigError
 from shardprep.runtime.run import prepare, submit
@@ -29,24 +31,33 @@ def main(argv: Sequence[str]) -> int:
         raise ConfigError(f"{chosen[0]}: the pipeline lists no stages (stages: [first, second, ...])")
     own: dict[str, list[str]] = {stage: [] for stage in stages}
     for arg in argv:
-        target, colon, override = arg.partition(":")
-        if colon and ":" not in arg.split("=", 1)[0][len(target) + 1:] and "=" not in target:
+        if ":" in arg.split("=", 1)[0]:
+            target, _, override = arg.partition(":")
             if target not in own:
                 raise ConfigError(f"{arg}: {target!r} is not a stage of this pipeline ({', '.join(stages)})")
             own[target].append(override)
     prepared = []
     for stage in stages:
-        config = load_config([*common, f"stage={stage}", *own[stage]])
+        overrides = [*common, f"stage={stage}", *own[stage]]
+        config = load_config(overrides)
         prepared.append((config, *prepare(config)))
-    code, previous = 0, None
-    for config, run_dir, manifest in prepared:
+    last_config, last_dir, _ = prepared[-1]
+    merge = MergeAfter(last_config, [*common, f"stage={stages[-1]}", *own[stages[-1]]], last_dir) \
+        if last_config.get("merge_after") else None
+
+    code, previous, queued = 0, None, []
+    for index, (config, run_dir, manifest) in enumerate(prepared):
         submission = submit(config, run_dir, manifest, after=previous)
         _describe(submission, config)
-        if submission.backend != "slurm":
-            code = _finish(submission) or code
         previous = submission.job_id
-    if prepared[-1][0]["wait"] and submission.backend == "slurm":
-        code = _finish(submission) or code
+        waits = submission.backend != "slurm" or config["wait"]
+        queued.append(lambda submission=submission, waits=waits: _finish(submission) if waits else 0)
+        if submission.backend != "slurm" or index == len(prepared) - 1:
+            # Locally each stage must end before the next starts; on SLURM the chain is queued, then waited for.
+            finish = lambda steps=tuple(queued): max(step() for step in steps)  # noqa: E731
+            queued = []
+            last = index == len(prepared) - 1
+            code = max(code, merge(submission, finish) if last and merge else finish())
     return code
 
 

@@ -1,0 +1,90 @@
+"""External stages through the real SLURM array: the three-stage chain queued by one command (afterok) with its
+packaging merge, and a killed array resumed without losing or redoing finished items."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import yaml
+
+from conftest import SLURM_TEST_CLUSTER, launch
+from external_helpers import make_videos, use_tools, video_overrides
+
+pytestmark = pytest.mark.slurm
+
+
+def _checkpoint(run_dir: Path, item: str, output: str) -> Path:
+    (match,) = (run_dir / "checkpoints").glob(f"shard-*/{item}.{output}")
+    return match
+
+
+def test_chain_on_slurm_with_oom_retries_and_packaging(slurm: None, tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    root = tmp_path / "videos"
+    make_videos(root, train=3, val=1)
+    use_tools(monkeypatch, tmp_path / "out")
+    done = launch("pipeline.py", "pipeline=test_chain", *video_overrides(root), *SLURM_TEST_CLUSTER, "shards=2",
+                  "merge_after=true", "workers=1")
+    runs = tmp_path / "out" / "video"
+    jobs = [line.split()[3].rstrip(":") for line in done.stdout.splitlines() if line.startswith("submitted slurm job")]
+    assert len(jobs) == 3
+    # Each array waited for the previous one: queued with afterok on it.
+    for upstream, job in zip(jobs, jobs[1:]):
+        shown = subprocess.run(["sacct", "-n", "-X", "-P", "-j", job, "--format=JobID,State"],
+                               capture_output=True, text=True).stdout
+        assert "COMPLETED" in shown and "FAILED" not in shown, shown
+        submit_time = lambda j: subprocess.run(["sacct", "-n", "-X", "-P", "-j", j, "--format=Start,End"],  # noqa: E731
+                                               capture_output=True, text=True).stdout.split()
+        assert min(line.split("|")[0] for line in submit_time(job)) >= max(line.split("|")[1]
+                                                                            for line in submit_time(upstream))
+    items = ["train__clip0", "train__clip1", "train__clip2", "val__clip0"]
+    for item in items:
+        meta = json.loads((_checkpoint(runs / "test_tracker", item, "tracks") / "meta.json").read_text())
+        assert meta["batch_size"] == 2 and meta["utils"] == "tracker"
+    assert not list((runs / "test_hands").glob("errors/*.jsonl"))
+    merged = runs / "test_hands" / "merged"
+    assert "merged:" in done.stdout, done.stdout
+    flat = []
+    for item in items:
+        keypoints = np.load(_checkpoint(runs / "test_hands", item, "hands") / "keypoints.npy")
+        with h5py.File(merged / f"{item}.h5") as handle:
+            np.testing.assert_array_equal(handle["test_hands/hands/keypoints"][()], keypoints)
+        if item.startswith("train"):
+            flat.append(keypoints.reshape(-1, 3).astype(np.float64))
+    stats = yaml.safe_load((merged / "normalization_stats.yaml").read_text())["arrays"]["test_hands/hands/keypoints"]
+    np.testing.assert_allclose(stats["mean"], np.concatenate(flat).mean(axis=0), rtol=1e-9)
+    np.testing.assert_allclose(stats["std"], np.concatenate(flat).std(axis=0), rtol=1e-9)
+
+
+def test_killed_array_resumes_without_losing_or_redoing_items(slurm: None, tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    root = tmp_path / "videos"
+    make_videos(root, train=6, val=0)
+    use_tools(monkeypatch, tmp_path / "out")
+    overrides = ["stage=test_camera", *video_overrides(root), *SLURM_TEST_CLUSTER, "shards=1",
+                 "stage.options.sleep=1.5"]
+    first = launch("run.py", *[o for o in overrides if o != "wait=true"])
+    job = next(line.split()[3].rstrip(":") for line in first.stdout.splitlines() if line.startswith("submitted slurm job"))
+    run_dir = tmp_path / "out" / "video" / "test_camera"
+    deadline = time.monotonic() + 120
+    while len(list(run_dir.glob("checkpoints/*/*.camera"))) < 2:
+        assert time.monotonic() < deadline, "the array never got going"
+        time.sleep(0.3)
+    subprocess.run(["scancel", job], check=True)
+    while subprocess.run(["squeue", "-h", "-j", job], capture_output=True, text=True).stdout.strip():
+        time.sleep(0.5)
+    before = {path.name: json.loads((path / "meta.json").read_text())["pid"]
+              for path in run_dir.glob("checkpoints/*/*.camera")}
+    assert 2 <= len(before) < 6
+    launch("run.py", *overrides)
+    after = {path.name: json.loads((path / "meta.json").read_text())["pid"]
+             for path in run_dir.glob("checkpoints/*/*.camera")}
+    assert len(after) == 6
+    assert {name: after[name] for name in before} == before  # finished items were kept, not redone
+    assert not list(run_dir.glob("checkpoints/*/.tmp-*")) and not list(run_dir.glob("scratch/*/*"))
