@@ -249,3 +249,17 @@ def test_missing_upstream_run_is_a_config_error_before_anything_runs(tmp_path: P
     done = launch("run.py", "stage=test_tracker", *video_overrides(root), "cluster=debug", check=False)
     assert done.returncode == 2 and "depends_on.camera" in done.stderr and "launch that stage first" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_example_pipeline_configs_compose_and_name_what_to_fill_in() -> None:
+    from shardprep.runtime.build import build_stage
+    from shardprep.runtime.config import load_config
+
+    pipeline = load_config(["+pipeline=vipe_tapip3d_wilor"])["pipeline"]
+    merge = load_config(["+merge=external_wilor"])["merge"]
+    assert merge["stats"][0].split("/")[0] == pipeline["stages"][0]
+    for index, stage in enumerate(pipeline["stages"]):
+        built = build_stage(load_config(["dataset=video", "dataset.root=/data/videos", f"stage={stage}"]))
+        assert [u.name for u in built.upstreams] == pipeline["stages"][index - 1:index]  # each reads the one before
+        with pytest.raises(ConfigError, match=r"stage.cwd=/path/to/"):
+            built.validate()  # the placeholder paths: the first thing a user is told to fill in

@@ -85,8 +85,15 @@ class ExternalStage(Stage):
         return self.model_files
 
     def setup(self) -> None:
-        source = make_source(str(self.gpu["memory"]), float(self.gpu["total_mb"]))
-        self.packer = Packer(source, self.max_workers, float(self.gpu["safety"]))
+        kind = str(self.gpu["memory"])
+        source = make_source(kind, float(self.gpu["total_mb"]))
+        workers = self.max_workers
+        if source is None and kind == "auto" and workers > 1:
+            # Nothing to measure with: packing blind could run the GPU out of memory, so one at a time.
+            log.warning("%s: no NVML and no gpu.total_mb: running 1 tool at a time (set gpu.memory=none to run "
+                        "gpu.max_workers=%d regardless)", self.name, workers)
+            workers = 1
+        self.packer = Packer(source, workers, float(self.gpu["safety"]))
 
     def process(self, batch: Sequence[Work]) -> list[ItemResult | BaseException]:
         """Run the batch's items, as many at once as the packer allows; results in batch order."""
