@@ -146,7 +146,8 @@ def bench_video(videos: int) -> None:
 
         def naive() -> None:
             writer = imageio_ffmpeg.write_frames(str(Path(tmp) / "naive.mp4"), (1440, 1080), fps=20, codec="libx264",
-                                                 quality=None, output_params=["-crf", "23", "-preset", "medium"])
+                                                 quality=None, macro_block_size=2,
+                                                 output_params=["-crf", "23", "-preset", "medium"])
             writer.send(None)
             for path in frames:
                 writer.send(np.ascontiguousarray(np.asarray(Image.open(path).convert("RGB"))))
