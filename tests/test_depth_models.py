@@ -28,7 +28,7 @@ SHAPES = {"keypoints": ((17, 2), np.float32), "scores": ((17,), np.float32), "de
           "depth_min": ((17,), np.float32), "depth_max": ((17,), np.float32), "in_image": ((17,), np.bool_),
           "bbox": ((5,), np.float32), "image_size": ((2,), np.int32), "detected": ((), np.bool_),
           "depth_radius": ((), np.int32)}
-MAX_DEPTH = 20.0
+MAX_DEPTH = 20
 
 
 @pytest.fixture(scope="module")

@@ -109,7 +109,9 @@ class Detector:
                  test_cfg: dict[str, Any] | None = None) -> None:
         from mmdet.apis import init_detector
 
-        options = {f"model.test_cfg.{key}": value for key, value in (test_cfg or {}).items()}
+        # init_detector clears the backbone's pretrained init_cfg only when given no options; never fetch it.
+        options = {"model.backbone.init_cfg": None}
+        options.update({f"model.test_cfg.{key}": value for key, value in (test_cfg or {}).items()})
         self.model = init_detector(str(config), checkpoint, device=str(device), cfg_options=options)
         self.device, self.precision = device, precision
         resize = _pipeline_step(self.model.cfg, "Resize")

@@ -13,7 +13,7 @@ RTMDET_TINY = "mmdet::rtmdet/rtmdet_tiny_8xb32-300e_coco.py"
 RTMPOSE_T = "mmpose::body_2d_keypoint/rtmpose/body8/rtmpose-t_8xb256-420e_body8-256x192.py"
 
 
-def tiny_depth_anything(folder: Path, max_depth: float = 20.0) -> Path:
+def tiny_depth_anything(folder: Path, max_depth: int = 20) -> Path:
     """A Depth Anything V2 metric model with a 4-layer, 32-wide DINOv2 backbone, random weights (seeded)."""
     import torch
     from transformers import DepthAnythingConfig, DepthAnythingForDepthEstimation, Dinov2Config
