@@ -13,6 +13,7 @@ from shardprep.datasets.dsec import DSECDataset
 from shardprep.runtime.errors import ConfigError
 from shardprep.stages.events.render import EventCanvas, render_loop
 from shardprep.stages.events.slicing import EventsFileError, find_window, first_at_or_after, iter_chunks
+from shardprep.stages.events.stage import EventsStage
 
 DURATIONS = [500, 1000, 2000]
 
@@ -136,3 +137,15 @@ def test_vectorised_render_equals_the_per_event_loop_whatever_the_chunking() -> 
     assert {tuple(c) for c in expected.reshape(-1, 4)} == {(255, 255, 255, 255), (255, 0, 0, 255), (0, 0, 255, 255)}
     with pytest.raises(ValueError, match="outside the 64x48 sensor"):
         EventCanvas(64, 48).add(np.array([64], np.uint16), np.array([0], np.uint16), np.array([1], np.uint8))
+
+
+@pytest.mark.parametrize("settings, message", [
+    ({"frames_mode": "move"}, "frames_mode='move'"),
+    ({"width": 0}, "width=0"),
+    ({"fps": "fast"}, "fps='fast'"),
+    ({"preset": "quick"}, "preset='quick'"),
+    ({"crf": 52}, "crf=52"),
+])
+def test_bad_stage_settings_are_config_errors(settings: dict, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        EventsStage("events", **settings).validate()

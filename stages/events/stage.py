@@ -30,6 +30,8 @@ from shardprep.stages.events.slicing import DTYPES, EventWindow, iter_chunks
 from shardprep.stages.events.video import encode_mp4, validate_mp4
 
 FRAME_MODES = ("hardlink", "symlink", "copy")
+X264_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow",
+                "placebo")
 TIMESTAMPS = "timestamps.txt"
 EVENT_ARRAYS = {"x": (None,), "y": (None,), "t": (None,), "p": (None,), "start_us": (), "end_us": (),
                 "duration_ms": (), "count": ()}
@@ -56,10 +58,14 @@ class EventsStage(Stage):
             raise ConfigError(f"stage.frames_mode={self.frames_mode!r}: use one of {', '.join(FRAME_MODES)}")
         for key in ("width", "height", "chunk_events"):
             value = getattr(self, key)
-            if not isinstance(value, int) or value < 1:
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ConfigError(f"stage.{key}={value!r}: must be a whole number >= 1")
-        if not self.fps > 0:
-            raise ConfigError(f"stage.fps={self.fps!r}: must be > 0")
+        if not isinstance(self.fps, (int, float)) or isinstance(self.fps, bool) or self.fps <= 0:
+            raise ConfigError(f"stage.fps={self.fps!r}: must be a number of frames per second > 0")
+        if self.preset not in X264_PRESETS:
+            raise ConfigError(f"stage.preset={self.preset!r}: use one of {', '.join(X264_PRESETS)}")
+        if not isinstance(self.crf, int) or isinstance(self.crf, bool) or not 0 <= self.crf <= 51:
+            raise ConfigError(f"stage.crf={self.crf!r}: libx264 takes a whole number in 0..51 (lower is better)")
 
     def process(self, batch: Sequence[Work]) -> list[ItemResult | BaseException]:
         results: list[ItemResult | BaseException] = []
