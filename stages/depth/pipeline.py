@@ -53,6 +53,8 @@ class Models:
              precision: str) -> Models:
         device = torch.device("cuda" if device_name == "auto" and torch.cuda.is_available() else
                               "cpu" if device_name == "auto" else device_name)
+        if device.type == "cuda":
+            torch.backends.cudnn.benchmark = True  # fixed input sizes per model: autotuned convolutions pay off
         for part, label in ((detector, "detector"), (pose, "pose")):
             if part is pose or detector["kind"] != "gt":
                 if not part.get("checkpoint"):
