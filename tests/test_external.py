@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import os
 import re
+import sys
+import threading
 import time
 from pathlib import Path
 
@@ -20,7 +22,7 @@ from shardprep.datasets.video import VideoDataset
 from shardprep.merge.package_hdf5 import PackageHDF5, RunningStats, package
 from shardprep.runtime.errors import ConfigError
 from shardprep.stages.external.command import TRUST_CHECKPOINTS_ENV, Command, log_tail, run
-from shardprep.stages.external.gpu_packing import Packer, ReportedMemory, reported_peak, workers_for
+from shardprep.stages.external.gpu_packing import NvmlMemory, Packer, ReportedMemory, reported_peak, workers_for
 from shardprep.stages.external.oom import OOMPolicy
 from shardprep.stages.external.outputs import FolderOutput
 
@@ -81,7 +83,7 @@ def test_command_runs_in_a_clean_process_with_its_own_environment(tmp_path: Path
     monkeypatch.setenv("PYTHONPATH", "/our/modules")
     script = "import os; print('PP', os.environ.get('PYTHONPATH')); print('TRUST', os.environ.get('{var}'))"
     command = Command.from_config(["{python}", "-c", script.replace("{var}", TRUST_CHECKPOINTS_ENV)],
-                                  python_env=os.sys.prefix, trust_checkpoints=True, env={"EXTRA": 1})
+                                  python_env=sys.prefix, trust_checkpoints=True, env={"EXTRA": 1})
     outcome = run(command, command.argv({}), tmp_path / "log")
     assert outcome.ok
     assert "PP None" in log_tail(outcome.log) and "TRUST 1" in log_tail(outcome.log)
@@ -91,7 +93,7 @@ def test_command_runs_in_a_clean_process_with_its_own_environment(tmp_path: Path
 
 
 def test_timeout_kills_the_tool_and_its_children(tmp_path: Path) -> None:
-    command = Command.from_config(["{python}", str(TOOLS / "slow.py")], python_env=os.sys.prefix, timeout_s=1.5)
+    command = Command.from_config(["{python}", str(TOOLS / "slow.py")], python_env=sys.prefix, timeout_s=1.5)
     pids: list[int] = []
     outcome = run(command, command.argv({}), tmp_path / "log", on_start=pids.append)
     assert outcome.timed_out and not outcome.ok and outcome.seconds < 10
@@ -263,3 +265,49 @@ def test_example_pipeline_configs_compose_and_name_what_to_fill_in() -> None:
         assert [u.name for u in built.upstreams] == pipeline["stages"][index - 1:index]  # each reads the one before
         with pytest.raises(ConfigError, match=r"stage.cwd=/path/to/"):
             built.validate()  # the placeholder paths: the first thing a user is told to fill in
+
+
+class _FakeNvml:
+    """NVML's four calls that NvmlMemory makes, answering from `usage` (pid -> MiB): no GPU here."""
+
+    def __init__(self) -> None:
+        self.usage: dict[int, float] = {}
+
+    def nvmlInit(self) -> None:
+        pass
+
+    def nvmlDeviceGetHandleByIndex(self, index: int) -> int:
+        return index
+
+    def nvmlDeviceGetMemoryInfo(self, handle: int):
+        return type("Memory", (), {"free": 80_000 * 2**20})()
+
+    def nvmlDeviceGetComputeRunningProcesses(self, handle: int):
+        return [type("Process", (), {"pid": pid, "usedGpuMemory": int(mb * 2**20)})() for pid, mb in
+                list(self.usage.items())]
+
+
+def test_nvml_peak_counts_every_process_of_the_tool_session_and_nothing_else(tmp_path: Path) -> None:
+    nvml = _FakeNvml()
+    memory = NvmlMemory(0, nvml=nvml)
+    child_pid_file = tmp_path / "child.pid"
+    script = ("import subprocess, sys, time; child = subprocess.Popen([sys.executable, '-c', 'import time; "
+              f"time.sleep(1.5)']); open({str(child_pid_file)!r}, 'w').write(str(child.pid)); child.wait()")
+    command = Command.from_config(["{python}", "-c", script], python_env=sys.prefix)
+
+    pids: list[int] = []
+
+    def on_start(pid: int) -> None:
+        pids.append(pid)
+        memory.start(pid)
+        threading.Thread(target=feed, daemon=True).start()
+
+    def feed() -> None:
+        while not child_pid_file.exists() or not child_pid_file.read_text():
+            time.sleep(0.05)
+        nvml.usage = {int(child_pid_file.read_text()): 1500.0, os.getpid(): 9999.0}  # the tool's child; and us
+
+    outcome = run(command, command.argv({}), tmp_path / "log", on_start=on_start)
+    assert outcome.ok
+    assert memory.finish(pids[0], outcome.log) == pytest.approx(1500.0)
+    assert memory.free_mb() == 80_000

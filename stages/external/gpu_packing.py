@@ -19,7 +19,7 @@ import os
 import re
 import threading
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from shardprep.runtime.errors import ConfigError
 
@@ -82,12 +82,13 @@ def reported_peak(log: Path, max_bytes: int = 1 << 20) -> float | None:
 class NvmlMemory:
     """NVML, sampled in a background thread: per watched session, the peak of the summed memory of its processes."""
 
-    def __init__(self, device_index: int) -> None:
-        import pynvml  # nvidia-ml-py; imported here so machines without it can use the other sources
+    def __init__(self, device_index: int, nvml: Any = None) -> None:
+        if nvml is None:
+            import pynvml as nvml  # nvidia-ml-py; imported here so machines without it can use the other sources
 
-        self._nvml = pynvml
-        pynvml.nvmlInit()
-        self._handle = pynvml.nvmlDeviceGetHandleByIndex(device_index)
+        self._nvml = nvml
+        nvml.nvmlInit()
+        self._handle = nvml.nvmlDeviceGetHandleByIndex(device_index)
         self._peaks: dict[int, float] = {}
         self._now: dict[int, float] = {}
         self._lock = threading.Lock()

@@ -44,9 +44,6 @@ class Upstream:
         items = build_dataset(self.manifest.config).items()
         return {item.id: shard for shard, (start, end) in enumerate(self.manifest.plan) for item in items[start:end]}
 
-    def output_names(self) -> list[str]:
-        return list(self._stores[0].outputs)
-
     def paths(self, item_id: str) -> dict[str, Path]:
         """Output name -> validated path of `item_id`'s upstream outputs. Raises `MissingInput`."""
         shard = self._shard_of.get(item_id)
