@@ -72,10 +72,10 @@ class VideoDataset(Dataset):
         for path in self.videos():
             video = self.video_id(path)
             group = self._relative(path).parts[0] if len(self._relative(path).parts) > 1 else ""
-            frames = count_frames(path)
             if self.clip_frames == 0:
-                items.append(Item(id=video, sequence=video, weight=frames or 1, group=group, index=len(items)))
+                items.append(Item(id=video, sequence=video, weight=_weight(path), group=group, index=len(items)))
                 continue
+            frames = count_frames(path)
             if frames is None:
                 raise ConfigError(f"{path}: cannot count its frames (install imageio[ffmpeg]) to cut clips; "
                                   "set dataset.clip_frames=0 for whole videos")
@@ -91,7 +91,7 @@ class VideoDataset(Dataset):
         if not path.is_file():
             raise FileNotFoundError(f"video {path} of item {item.id} is gone: restore it or launch with a new out_dir")
         start = int(item.id.rsplit(".f", 1)[1]) if self.clip_frames else 0
-        end = start + item.weight if self.clip_frames else (count_frames(path) or 0)
+        end = start + item.weight if self.clip_frames else (count_frames(path) or -1)  # -1: count unknown
         return {"path": path, "start": start, "end": end}
 
     def _video_index(self, item: Item) -> int:
@@ -104,8 +104,20 @@ class VideoDataset(Dataset):
         return [self.list_file] if self.list_file else []
 
 
+def _weight(path: Path) -> int:
+    """A whole video's share of the work: its frames where the header says so cheaply (.npy), else its size in MiB.
+
+    Probing every compressed video for its frame count would cost each array task seconds per thousand videos just
+    to list the items; the size is proportional enough to balance shards.
+    """
+    if path.suffix.lower() == ".npy":
+        return count_frames(path) or 1
+    return max(1, path.stat().st_size >> 20)
+
+
 def count_frames(path: Path) -> int | None:
-    """Frame count from the `.npy` header (no data read), or imageio's metadata; None where it cannot be known."""
+    """Frame count from the `.npy` header (no data read), or counted by imageio's ffmpeg plugin; None where it
+    cannot be known."""
     if path.suffix.lower() == ".npy":
         with open(path, "rb") as handle:
             major, _ = np.lib.format.read_magic(handle)
@@ -113,9 +125,10 @@ def count_frames(path: Path) -> int | None:
             shape, _, _ = read_header(handle)
         return int(shape[0]) if shape else None
     try:
-        import imageio.v3 as iio
+        import imageio.v2 as imageio
 
-        frames = iio.improps(path).shape[0]
-    except Exception:  # no imageio, no backend for the format, or a stream without a frame count
+        with imageio.get_reader(path) as reader:  # the ffmpeg plugin counts the stream's frames exactly
+            frames = reader.count_frames() if hasattr(reader, "count_frames") else len(reader)
+    except Exception:  # no imageio, no backend for the format, or an unreadable stream
         return None
-    return int(frames) if frames and frames > 0 else None
+    return int(frames) if 0 < frames < float("inf") else None

@@ -46,6 +46,18 @@ def test_video_items_are_ordered_with_stable_ids_groups_and_clips(tmp_path: Path
         VideoDataset("v", str(tmp_path / "nowhere")).validate()
 
 
+def test_mp4_clips_are_cut_from_the_counted_frames(tmp_path: Path) -> None:
+    pytest.importorskip("imageio_ffmpeg")
+    import imageio.v3 as iio
+
+    (tmp_path / "train").mkdir()
+    iio.imwrite(tmp_path / "train" / "a b.mp4", np.zeros((10, 32, 48, 3), np.uint8), fps=10)
+    clips = VideoDataset("v", str(tmp_path), clip_frames=4)
+    assert [(i.id, i.weight) for i in clips.items()] == [
+        ("train__a_b.f000000", 4), ("train__a_b.f000004", 4), ("train__a_b.f000008", 2)]
+    assert clips.read(clips.items()[2])["start"] == 8
+
+
 def test_oom_policy_shrinks_to_the_floor_and_remembers_what_worked() -> None:
     policy = OOMPolicy(option="batch_size", start=16, factor=0.5, floor=3)
     sizes = [16]
