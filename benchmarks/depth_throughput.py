@@ -113,7 +113,8 @@ def naive(stage, dataset: MMPoseDataset, items, out: Path) -> float:
         pose = depth = None
         if box is not None:
             result = inference_topdown(models.pose.model, bgr, bboxes=box[None, :4])[0].pred_instances
-            pose = (coco_to_h36m(result.keypoints[0]), coco_to_h36m(result.keypoint_scores[0][:, None])[:, 0])
+            pose = {"keypoints": coco_to_h36m(result.keypoints[0]),
+                    "scores": coco_to_h36m(result.keypoint_scores[0][:, None])[:, 0]}
             height, width = image.shape[:2]
             resized = cv2.resize(image.astype(np.float32), depth_input_size((height, width))[::-1],
                                  interpolation=cv2.INTER_CUBIC)
@@ -122,7 +123,7 @@ def naive(stage, dataset: MMPoseDataset, items, out: Path) -> float:
                 small = depth_net(pixel_values=pixels).predicted_depth
             full = F.interpolate(small[:, None], (height, width), mode="bilinear", align_corners=True)[0, 0]
             full = full.cpu().numpy()
-            depth = naive_sample(full, pose[0])
+            depth = naive_sample(full, pose["keypoints"])
         arrays = frame_arrays(image.shape[:2], box, pose, depth, RADIUS)
         write_npz(out / f"{item.id}.npz", arrays)
     torch.cuda.synchronize()

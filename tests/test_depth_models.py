@@ -56,12 +56,13 @@ def read_npz(path: Path) -> dict[str, np.ndarray]:
         return {key: data[key] for key in data.files}
 
 
-def test_stage_in_process_schema_and_bad_payloads(depth_dir: Path, demo_root: Path):
+def test_stage_in_process_with_features_and_bad_payloads(depth_dir: Path, demo_root: Path):
     from shardprep.runtime.build import build_dataset, build_stage
     from shardprep.runtime.config import load_config
     from shardprep.stages.base import Work
 
-    config = load_config(["stage=depth", "dataset=demo", f"dataset.root={demo_root}", *model_overrides(depth_dir)])
+    config = load_config(["stage=depth", "dataset=demo", f"dataset.root={demo_root}", *model_overrides(depth_dir),
+                          "stage.features=true"])
     dataset, stage = build_dataset(config), build_stage(config)
     dataset.validate()
     stage.validate()
@@ -76,6 +77,10 @@ def test_stage_in_process_schema_and_bad_payloads(depth_dir: Path, demo_root: Pa
     assert len(results) == 5
     for result in results[:3]:
         check_frame(result["depth"])
+        # RTMPose-t's last backbone map has 384 channels; the tiny depth decoder's fused map 16.
+        assert result["depth"]["pose_features"].shape == (17, 384)
+        assert result["depth"]["depth_features"].shape == (17, 16)
+        assert result["depth"]["pose_features"].dtype == result["depth"]["depth_features"].dtype == np.float16
     assert results[0]["depth"]["detected"]  # score_threshold=0: random RTMDet boxes overlap the annotated person
     assert isinstance(results[3], ValueError) and "too small" in str(results[3])
     assert isinstance(results[4], ValueError) and "RGB 'image'" in str(results[4])

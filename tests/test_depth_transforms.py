@@ -13,7 +13,7 @@ from shardprep.stages.depth.geometry import TopdownCrop  # noqa: E402
 from shardprep.stages.depth.imageops import letterbox, warp_crops  # noqa: E402
 from shardprep.stages.depth.keypoints import coco_to_h36m  # noqa: E402
 from shardprep.stages.depth.pipeline import estimate_keypoints  # noqa: E402
-from shardprep.stages.depth.sampling import joint_depths, upsampled_at  # noqa: E402
+from shardprep.stages.depth.sampling import features_at, joint_depths, upsampled_at  # noqa: E402
 
 TOL = 1e-3
 
@@ -66,7 +66,7 @@ class BrightestPixelPose:
         flat = crops[:, 0].reshape(len(crops), -1).argmax(dim=1)
         points = torch.stack([flat % crops.shape[-1], flat // crops.shape[-1]], dim=1).double().numpy()
         keypoints = np.repeat(points[:, None, :], 17, axis=1)
-        return keypoints, np.tile(np.linspace(0, 1.6, 17), (len(crops), 1))
+        return keypoints, np.tile(np.linspace(0, 1.6, 17), (len(crops), 1)), None
 
 
 def test_crop_and_back_through_a_pose_double():
@@ -75,7 +75,7 @@ def test_crop_and_back_through_a_pose_double():
     frame[:, 300, 200] = 255
     results = estimate_keypoints([frame, frame], [np.array([0.0, 0.0, 384.0, 512.0, 0.9]), None],
                                  BrightestPixelPose(), batch=8)
-    keypoints, scores = results[0]
+    keypoints, scores = results[0]["keypoints"], results[0]["scores"]
     assert results[1] is None
     np.testing.assert_allclose(keypoints, np.tile([200.0, 300.0], (17, 1)), atol=TOL)
     np.testing.assert_allclose(scores, coco_to_h36m(np.linspace(0, 1.6, 17)[:, None])[:, 0])
@@ -105,3 +105,16 @@ def test_joint_depths_on_a_ramp():
     np.testing.assert_allclose(out["depth_max"][0], [ramp(42, 20), ramp(2, 0), ramp(2, 10), ramp(80, 40)], atol=1e-5)
     assert out["in_image"][0].tolist() == [True, True, False, False]
     assert out["depth_point"].dtype == np.float32
+
+
+def test_features_at_reads_the_cell_under_a_point():
+    # Maps of 8 x 16 cells over a 64 x 128 px image; channel 0/1 hold each cell centre's x/y in px, as a fraction
+    # of the image size. Bilinear reading at a point returns the point's own (x / W, y / H).
+    height, width, rows, cols = 64, 128, 8, 16
+    ys, xs = torch.meshgrid((torch.arange(rows) + 0.5) * height / rows - 0.5,
+                            (torch.arange(cols) + 0.5) * width / cols - 0.5, indexing="ij")
+    maps = torch.stack([xs / width, ys / height])[None].repeat(2, 1, 1, 1)
+    points = np.array([[[20.0, 10.0], [100.5, 50.25], [64.0, 32.0]], [[10.0, 5.0], [111.0, 55.0], [30.0, 40.0]]])
+    vectors = features_at(maps, points, (height, width))
+    assert vectors.shape == (2, 3, 2) and vectors.dtype == np.float16
+    np.testing.assert_allclose(vectors, points / [width, height], rtol=1e-3)

@@ -24,6 +24,7 @@ import torch
 from shardprep.runtime.errors import ConfigError
 from shardprep.stages.depth.geometry import Letterbox, depth_input_size
 from shardprep.stages.depth.imageops import letterbox, resize_bicubic
+from shardprep.stages.depth.sampling import features_at
 
 log = logging.getLogger(__name__)
 
@@ -149,7 +150,8 @@ def _letterbox_meta(box: Letterbox) -> dict[str, Any]:
 class PoseEstimator:
     """RTMPose (an mmpose top-down model) on batches of crops; keypoints come back in crop pixels (COCO order)."""
 
-    def __init__(self, config: Path, checkpoint: str | None, device: torch.device, precision: str) -> None:
+    def __init__(self, config: Path, checkpoint: str | None, device: torch.device, precision: str,
+                 features: bool = False) -> None:
         from mmpose.apis import init_model
 
         self.model = init_model(str(config), checkpoint, device=str(device))
@@ -162,17 +164,21 @@ class PoseEstimator:
         self.flip_test = bool(self.model.test_cfg.get("flip_test", False))
         self.flip_indices = self.model.dataset_meta["flip_indices"]
         self.mean, self.std, self.rgb = _normalizer(self.model.data_preprocessor, device)
+        self.features = features
+        self.feature_channels = int(self.model.head.in_channels)
 
     @torch.no_grad()
-    def __call__(self, crops: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-        """crops (n, 3, H_in, W_in) float RGB 0-255 -> keypoints (n, K, 2) crop px, scores (n, K)."""
+    def __call__(self, crops: torch.Tensor) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """crops (n, 3, H_in, W_in) float RGB 0-255 -> keypoints (n, K, 2) crop px, scores (n, K), and with
+        `features` the last backbone map's vectors at the keypoints (n, K, C) float16 (else None)."""
         from mmpose.models.utils.tta import flip_vectors
 
         batch = crops if self.rgb else crops.flip(1)
         batch = (batch - self.mean) / self.std
         head = self.model.head
         with autocast(self.device, self.precision):
-            pred_x, pred_y = head.forward(self.model.extract_feat(batch))
+            feats = self.model.extract_feat(batch)
+            pred_x, pred_y = head.forward(feats)
             if self.flip_test:
                 flip_x, flip_y = head.forward(self.model.extract_feat(batch.flip(-1)))
         pred_x, pred_y = pred_x.float(), pred_y.float()
@@ -182,13 +188,15 @@ class PoseEstimator:
         decoded = head.decode((pred_x, pred_y))
         keypoints = np.stack([d.keypoints[0] for d in decoded]).astype(np.float64)
         scores = np.stack([d.keypoint_scores[0] for d in decoded]).astype(np.float64)
-        return keypoints, scores
+        width, height = self.input_size
+        vectors = features_at(feats[-1], keypoints, (height, width)) if self.features else None
+        return keypoints, scores, vectors
 
 
 class DepthEstimator:
     """Depth Anything V2 metric (transformers) on batches of same-size frames, at its native input resolution."""
 
-    def __init__(self, path: Path, device: torch.device, precision: str) -> None:
+    def __init__(self, path: Path, device: torch.device, precision: str, features: bool = False) -> None:
         from transformers import DepthAnythingForDepthEstimation
 
         self.model = DepthAnythingForDepthEstimation.from_pretrained(str(path), local_files_only=True)
@@ -199,12 +207,21 @@ class DepthEstimator:
         self.device, self.precision = device, precision
         self.mean = torch.tensor(IMAGENET_MEAN, device=device).reshape(1, 3, 1, 1) * 255
         self.std = torch.tensor(IMAGENET_STD, device=device).reshape(1, 3, 1, 1) * 255
+        self.feature_channels = int(self.model.config.fusion_hidden_size)
+        self._decoder_maps: list[torch.Tensor] = []
+        if features:
+            # The depth decoder's last fused map (what the head reads), captured on this instance only.
+            self.model.head.register_forward_pre_hook(
+                lambda module, args: self._decoder_maps.append(args[0][module.head_in_index]))
 
     @torch.no_grad()
-    def __call__(self, frames: torch.Tensor) -> torch.Tensor:
-        """(B, 3, H, W) uint8 RGB frames of one size -> (B, h, w) float32 metres at the model's input size."""
+    def __call__(self, frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(B, 3, H, W) uint8 RGB frames of one size -> (B, h, w) float32 metres at the model's input size, and
+        with `features` the decoder's last fused map (B, C, h', w'), which covers the whole frame (else None)."""
         size = depth_input_size(tuple(frames.shape[2:]))
         pixels = (resize_bicubic(frames, size) - self.mean) / self.std
+        self._decoder_maps.clear()
         with autocast(self.device, self.precision):
             depth = self.model(pixel_values=pixels).predicted_depth
-        return depth.float().reshape(len(frames), *depth.shape[-2:])
+        maps = self._decoder_maps.pop() if self._decoder_maps else None
+        return depth.float().reshape(len(frames), *depth.shape[-2:]), maps

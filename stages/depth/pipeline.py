@@ -20,7 +20,7 @@ from shardprep.stages.depth.imageops import warp_crops
 from shardprep.stages.depth.keypoints import coco_to_h36m
 from shardprep.stages.depth.models import (DepthEstimator, Detector, PoseEstimator, chunks, resolve_config,
                                            resolve_depth_model)
-from shardprep.stages.depth.sampling import joint_depths
+from shardprep.stages.depth.sampling import features_at, joint_depths
 from shardprep.stages.depth.selection import select_person
 
 log = logging.getLogger(__name__)
@@ -34,7 +34,7 @@ class CropModel(Protocol):
     input_size: tuple[int, int]
     padding: float
 
-    def __call__(self, crops: torch.Tensor) -> tuple[np.ndarray, np.ndarray]: ...
+    def __call__(self, crops: torch.Tensor) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]: ...
 
 
 @dataclass
@@ -50,7 +50,7 @@ class Models:
 
     @classmethod
     def load(cls, detector: dict[str, Any], pose: dict[str, Any], depth: dict[str, Any], device_name: str,
-             precision: str) -> Models:
+             precision: str, features: bool = False) -> Models:
         device = torch.device("cuda" if device_name == "auto" and torch.cuda.is_available() else
                               "cpu" if device_name == "auto" else device_name)
         if device.type == "cuda":
@@ -65,8 +65,8 @@ class Models:
             detector=None if detector["kind"] == "gt" else Detector(
                 resolve_config(detector["config"]), detector.get("checkpoint"), device, precision,
                 detector.get("test_cfg")),
-            pose=PoseEstimator(resolve_config(pose["config"]), pose.get("checkpoint"), device, precision),
-            depth=DepthEstimator(resolve_depth_model(depth["model"]), device, precision),
+            pose=PoseEstimator(resolve_config(pose["config"]), pose.get("checkpoint"), device, precision, features),
+            depth=DepthEstimator(resolve_depth_model(depth["model"]), device, precision, features),
             score_threshold=float(detector.get("score_threshold", 0.3)),
             person_label=int(detector.get("person_label", 0)),
             pose_batch=int(pose.get("batch_size", 64)),
@@ -81,8 +81,16 @@ def run_frames(models: Models, images: Sequence[np.ndarray], annotated: Sequence
     boxes = choose_boxes(models, frames, annotated)
     poses = estimate_keypoints(frames, boxes, models.pose, models.pose_batch)
     depths = frame_depths(models, frames, poses, radius)
-    return [frame_arrays(tuple(frame.shape[1:]), box, pose, depth, radius)
+    channels = feature_channels(models)
+    return [frame_arrays(tuple(frame.shape[1:]), box, pose, depth, radius, channels)
             for frame, box, pose, depth in zip(frames, boxes, poses, depths)]
+
+
+def feature_channels(models: Models) -> dict[str, int]:
+    """Channels of the optional per-joint feature arrays, by key; empty when features are off."""
+    if not models.pose.features:
+        return {}
+    return {"pose_features": models.pose.feature_channels, "depth_features": models.depth.feature_channels}
 
 
 def choose_boxes(models: Models, frames: list[torch.Tensor],
@@ -100,21 +108,25 @@ def choose_boxes(models: Models, frames: list[torch.Tensor],
 
 
 def estimate_keypoints(frames: list[torch.Tensor], boxes: list[np.ndarray | None], pose: CropModel,
-                       batch: int) -> list[tuple[np.ndarray, np.ndarray] | None]:
-    """H36M-17 keypoints (17, 2) frame px and scores (17,) for each frame with a box: crop, model, back, remap."""
+                       batch: int) -> list[dict[str, np.ndarray] | None]:
+    """For each frame with a box: H36M-17 `keypoints` (17, 2) frame px, `scores` (17,) and, when the model gives
+    them, `pose_features` (17, C) float16. Crop, model, back to the frame, COCO -> H36M."""
     todo = [index for index, box in enumerate(boxes) if box is not None]
     crops = [TopdownCrop.from_box(boxes[index], pose.input_size, pose.padding) for index in todo]
-    out: list[tuple[np.ndarray, np.ndarray] | None] = [None] * len(frames)
+    out: list[dict[str, np.ndarray] | None] = [None] * len(frames)
     for part in chunks(len(todo), batch):
         inputs = torch.cat([warp_crops(frames[todo[i]], [crops[i]]) for i in range(part.start, part.stop)])
-        keypoints, scores = pose(inputs)
+        keypoints, scores, features = pose(inputs)
         for offset, i in enumerate(range(part.start, part.stop)):
             image_points = crops[i].to_image(keypoints[offset])
-            out[todo[i]] = (coco_to_h36m(image_points), coco_to_h36m(scores[offset][:, None])[:, 0])
+            out[todo[i]] = {"keypoints": coco_to_h36m(image_points),
+                            "scores": coco_to_h36m(scores[offset][:, None])[:, 0]}
+            if features is not None:
+                out[todo[i]]["pose_features"] = coco_to_h36m(features[offset]).astype(np.float16)
     return out
 
 
-def frame_depths(models: Models, frames: list[torch.Tensor], poses: list[tuple[np.ndarray, np.ndarray] | None],
+def frame_depths(models: Models, frames: list[torch.Tensor], poses: list[dict[str, np.ndarray] | None],
                  radius: int) -> list[dict[str, np.ndarray] | None]:
     """Per-joint depth for each frame with keypoints; one depth forward per resolution (and per depth_batch)."""
     groups: dict[tuple[int, int], list[int]] = defaultdict(list)
@@ -125,22 +137,30 @@ def frame_depths(models: Models, frames: list[torch.Tensor], poses: list[tuple[n
     for size, members in groups.items():
         for part in chunks(len(members), models.depth_batch):
             indices = members[part]
-            depth = models.depth(torch.stack([frames[i] for i in indices]))
-            keypoints = np.stack([poses[i][0] for i in indices])
+            depth, maps = models.depth(torch.stack([frames[i] for i in indices]))
+            keypoints = np.stack([poses[i]["keypoints"] for i in indices])
             sampled = joint_depths(depth, size, keypoints, radius)
+            if maps is not None:
+                sampled["depth_features"] = features_at(maps, keypoints, size)
             for row, index in enumerate(indices):
                 out[index] = {key: value[row] for key, value in sampled.items()}
     return out
 
 
-def frame_arrays(image_size: tuple[int, int], box: np.ndarray | None, pose: tuple[np.ndarray, np.ndarray] | None,
-                 depth: dict[str, np.ndarray] | None, radius: int) -> dict[str, np.ndarray]:
-    """The schema's arrays for one frame; zeros and detected=False when it has no person."""
+def frame_arrays(image_size: tuple[int, int], box: np.ndarray | None, pose: dict[str, np.ndarray] | None,
+                 depth: dict[str, np.ndarray] | None, radius: int,
+                 feature_channels: dict[str, int] | None = None) -> dict[str, np.ndarray]:
+    """The schema's arrays for one frame (plus the optional feature arrays); zeros and detected=False when it has
+    no person."""
     detected = box is not None and pose is not None and depth is not None
     zeros = np.zeros(JOINTS, dtype=np.float32)
-    return {
-        "keypoints": pose[0].astype(np.float32) if detected else np.zeros((JOINTS, 2), np.float32),
-        "scores": pose[1].astype(np.float32) if detected else zeros,
+    features = {
+        key: ({**pose, **depth}[key] if detected else np.zeros((JOINTS, channels), np.float16))
+        for key, channels in (feature_channels or {}).items()
+    }
+    return features | {
+        "keypoints": pose["keypoints"].astype(np.float32) if detected else np.zeros((JOINTS, 2), np.float32),
+        "scores": pose["scores"].astype(np.float32) if detected else zeros,
         "depth_point": depth["depth_point"] if detected else zeros,
         "depth_min": depth["depth_min"] if detected else zeros,
         "depth_max": depth["depth_max"] if detected else zeros,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from shardprep.stages.depth.geometry import disk_offsets, pixel_of
 
@@ -66,3 +67,14 @@ def joint_depths(depth: torch.Tensor, image_size: tuple[int, int], keypoints: np
         "depth_max": np.where(valid, values, -np.inf).max(axis=-1).astype(np.float32),
         "in_image": inside.reshape(batch, joints),
     }
+
+
+def features_at(maps: torch.Tensor, points: np.ndarray, image_size: tuple[int, int]) -> np.ndarray:
+    """Feature vectors (B, J, C) float16, bilinear at points (B, J, 2) px of an image of `image_size` that the
+    feature maps (B, C, h, w) cover edge to edge (cell centres at ((j + 0.5) * size / h - 0.5) px)."""
+    height, width = image_size
+    grid = torch.from_numpy(np.asarray(points, dtype=np.float64)).to(maps.device)
+    grid = torch.stack([(2 * grid[..., 0] + 1) / width - 1, (2 * grid[..., 1] + 1) / height - 1], dim=-1)
+    sampled = F.grid_sample(maps.float(), grid[:, None].float(), mode="bilinear", padding_mode="border",
+                            align_corners=False)
+    return sampled[:, :, 0].permute(0, 2, 1).half().cpu().numpy()

@@ -26,17 +26,19 @@ SCHEMA = {
     "depth_max": (JOINTS,), "in_image": (JOINTS,), "bbox": (5,), "image_size": (2,), "detected": (),
     "depth_radius": (),
 }
+# Optional ("V2"): per-joint vectors of the pose backbone's last map and the depth decoder's last fused map.
+FEATURES = {"pose_features": (JOINTS, None), "depth_features": (JOINTS, None)}
 DETECTORS = ("rtmdet", "gt")
 
 
 class DepthStage(Stage):
     def __init__(self, name: str, detector: dict[str, Any], pose: dict[str, Any], depth: dict[str, Any],
                  batch_size: int = 16, read_workers: int = 4, device: str = "auto", precision: str = "bf16",
-                 radius: int = 3) -> None:
+                 radius: int = 3, features: bool = False) -> None:
         super().__init__(name, batch_size, read_workers)
         self.detector_cfg, self.pose_cfg, self.depth_cfg = detector, pose, depth
-        self.device_name, self.precision, self.radius = device, precision, radius
-        self.outputs = (ArrayOutput("depth", SCHEMA),)
+        self.device_name, self.precision, self.radius, self.features = device, precision, radius, features
+        self.outputs = (ArrayOutput("depth", {**SCHEMA, **(FEATURES if features else {})}),)
         self.models: Any = None
 
     # -- before submission -------------------------------------------------------------------------------------
@@ -70,7 +72,8 @@ class DepthStage(Stage):
     def setup(self) -> None:
         from shardprep.stages.depth.pipeline import Models
 
-        self.models = Models.load(self.detector_cfg, self.pose_cfg, self.depth_cfg, self.device_name, self.precision)
+        self.models = Models.load(self.detector_cfg, self.pose_cfg, self.depth_cfg, self.device_name, self.precision,
+                                  self.features)
 
     def process(self, batch: Sequence[Work]) -> list[ItemResult | BaseException]:
         from shardprep.stages.depth.pipeline import run_frames
