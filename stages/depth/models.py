@@ -12,7 +12,6 @@ decoding, NMS and SimCC decoding run in float32 outside it, as they would in the
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import logging
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,44 +27,15 @@ from shardprep.stages.depth.sampling import features_at
 
 log = logging.getLogger(__name__)
 
-PRECISIONS = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": None}
+DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": None}
 # Depth Anything V2's NormalizeImage (ImageNet statistics), on RGB in [0, 1].
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
-def resolve_config(spec: str) -> Path:
-    """A config path, or `mmdet::rel/path.py` / `mmpose::rel/path.py` for a config shipped in that package's wheel."""
-    if "::" not in spec:
-        return Path(spec).expanduser()
-    package, relative = spec.split("::", 1)
-    found = importlib.util.find_spec(package)
-    if found is None or not found.submodule_search_locations:
-        raise ConfigError(f"config {spec!r}: package {package!r} is not installed (install the model stack: "
-                          "bash install.sh)")
-    return Path(list(found.submodule_search_locations)[0]) / ".mim" / "configs" / relative
-
-
-def resolve_depth_model(spec: str) -> Path:
-    """A local Depth Anything directory, or a hub id already in the local Hugging Face cache (never downloads)."""
-    path = Path(spec).expanduser()
-    if path.is_dir():
-        return path
-    if spec.count("/") == 1 and not path.exists():
-        from huggingface_hub import snapshot_download
-        from huggingface_hub.errors import LocalEntryNotFoundError
-
-        try:
-            return Path(snapshot_download(spec, local_files_only=True))
-        except (LocalEntryNotFoundError, OSError):
-            pass
-    raise ConfigError(f"depth model {spec!r} is neither a directory nor a hub id in the local cache: download it on a "
-                      f"machine with internet (`huggingface-cli download {spec}`) and set stage.depth.model to it")
-
-
 def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
     """bf16/fp16 autocast on CUDA; plain float32 on the CPU and for precision=fp32."""
-    dtype = PRECISIONS[precision]
+    dtype = DTYPES[precision]
     if device.type != "cuda" or dtype is None:
         return contextlib.nullcontext()
     return torch.autocast("cuda", dtype=dtype)

@@ -17,6 +17,7 @@ import numpy as np
 
 from shardprep.runtime.errors import ConfigError
 from shardprep.stages.base import ArrayOutput, ItemResult, Stage, Work
+from shardprep.stages.depth.files import check_stack, resolve_config, resolve_depth_model
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +30,7 @@ SCHEMA = {
 # Optional ("V2"): per-joint vectors of the pose backbone's last map and the depth decoder's last fused map.
 FEATURES = {"pose_features": (JOINTS, None), "depth_features": (JOINTS, None)}
 DETECTORS = ("rtmdet", "gt")
+PRECISIONS = ("bf16", "fp16", "fp32")
 
 
 class DepthStage(Stage):
@@ -43,12 +45,11 @@ class DepthStage(Stage):
 
     # -- before submission -------------------------------------------------------------------------------------
     def validate(self) -> None:
-        from shardprep.stages.depth.models import PRECISIONS
-
+        check_stack()
         if self.detector_cfg.get("kind") not in DETECTORS:
             raise ConfigError(f"stage.detector.kind={self.detector_cfg.get('kind')!r}: must be one of {DETECTORS}")
         if self.precision not in PRECISIONS:
-            raise ConfigError(f"stage.precision={self.precision!r}: must be one of {sorted(PRECISIONS)}")
+            raise ConfigError(f"stage.precision={self.precision!r}: must be one of {PRECISIONS}")
         if not isinstance(self.radius, int) or self.radius < 0:
             raise ConfigError(f"stage.radius={self.radius!r}: must be a whole number of pixels >= 0")
         for path in self.fingerprint_files():
@@ -56,8 +57,6 @@ class DepthStage(Stage):
                 raise ConfigError(f"model file not found: {path} (check stage.detector / stage.pose / stage.depth)")
 
     def fingerprint_files(self) -> list[Path]:
-        from shardprep.stages.depth.models import resolve_config, resolve_depth_model
-
         files = []
         parts = [self.pose_cfg] if self.detector_cfg["kind"] == "gt" else [self.detector_cfg, self.pose_cfg]
         for part in parts:

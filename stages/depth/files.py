@@ -1,0 +1,47 @@
+"""Where the depth stage's model files are, without importing the model stack (the launcher checks them before
+submitting, possibly on a login node without torch)."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+from shardprep.runtime.errors import ConfigError
+
+STACK = ("torch", "mmcv", "mmdet", "mmpose", "transformers")
+
+
+def check_stack() -> None:
+    missing = [name for name in STACK if importlib.util.find_spec(name) is None]
+    if missing:
+        raise ConfigError(f"the depth stage needs {', '.join(missing)}, not installed in this Python: run "
+                          "`bash install.sh` (docs/model-stack.md)")
+
+
+def resolve_config(spec: str) -> Path:
+    """A config path, or `mmdet::rel/path.py` / `mmpose::rel/path.py` for a config shipped in that package's wheel."""
+    if "::" not in spec:
+        return Path(spec).expanduser()
+    package, relative = spec.split("::", 1)
+    found = importlib.util.find_spec(package)
+    if found is None or not found.submodule_search_locations:
+        raise ConfigError(f"config {spec!r}: package {package!r} is not installed (install the model stack: "
+                          "bash install.sh)")
+    return Path(list(found.submodule_search_locations)[0]) / ".mim" / "configs" / relative
+
+
+def resolve_depth_model(spec: str) -> Path:
+    """A local Depth Anything directory, or a hub id already in the local Hugging Face cache (never downloads)."""
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        return path
+    if spec.count("/") == 1 and not path.exists():
+        from huggingface_hub import snapshot_download
+        from huggingface_hub.errors import LocalEntryNotFoundError
+
+        try:
+            return Path(snapshot_download(spec, local_files_only=True))
+        except (LocalEntryNotFoundError, OSError):
+            pass
+    raise ConfigError(f"depth model {spec!r} is neither a directory nor a hub id in the local cache: download it on a "
+                      f"machine with internet (`huggingface-cli download {spec}`) and set stage.depth.model to it")
