@@ -94,8 +94,15 @@ def code_version() -> str:
     return f"{__version__}+{described.stdout.strip()}" if described.returncode == 0 else __version__
 
 
-def record_submission(run_dir: Path, job_id: str, shards: Sequence[int], backend: str) -> None:
-    line = {"job_id": job_id, "shards": list(shards), "backend": backend, "time": time.time()}
+def record_submission(run_dir: Path, job_id: str, tasks: Sequence[tuple[int, str]], backend: str) -> None:
+    """Append one submission: its job id and, per shard, the scheduler's id of that shard's task."""
+    line = {
+        "job_id": job_id,
+        "shards": [shard for shard, _ in tasks],
+        "tasks": {str(shard): task for shard, task in tasks},
+        "backend": backend,
+        "time": time.time(),
+    }
     with open(run_dir / SUBMISSIONS, "a") as log:
         log.write(json.dumps(line) + "\n")
 

@@ -105,7 +105,7 @@ def submit(config: dict[str, Any], run_dir: Path, manifest: Manifest, shards: Se
         executor.update_parameters(dependency=f"afterok:{after}", additional_parameters=additional)
     jobs = submit_array(executor, ShardTask(run_dir), todo)
     job_id = jobs[0].job_id.split("_")[0] if backend == "slurm" else jobs[0].job_id
-    record_submission(run_dir, job_id, todo, backend)
+    record_submission(run_dir, job_id, [(shard, job.job_id) for shard, job in zip(todo, jobs)], backend)
     return Submission(run_dir, backend, job_id, todo, jobs)
 
 

@@ -38,7 +38,7 @@ def shard_statuses(run_dir: Path) -> list[ShardStatus]:
     manifest = Manifest.load(run_dir)
     outputs = build_stage(manifest.config).outputs
     jobs = _latest_jobs(run_dir)
-    states = _sacct_states({job.split("_")[0] for job in jobs.values() if "_" in job})
+    states = _sacct_states({job.split("_")[0] for job in jobs.values()})
     rows = []
     for shard, (start, end) in enumerate(manifest.plan):
         store = ShardStore(run_dir, shard, outputs, manifest.fingerprint)
@@ -74,11 +74,12 @@ def _done_ids(store: ShardStore) -> set[str]:
 
 
 def _latest_jobs(run_dir: Path) -> dict[int, str]:
-    """Per shard, the array task (`<job>_<index>`) of the newest submission that included it."""
+    """Per shard, the SLURM job id of its task in the newest submission that included it (`<job>_<index>` for an
+    array task; a plain id where submitit sent a single task as a plain job)."""
     latest: dict[int, str] = {}
     for submission in submissions(run_dir):
-        for index, shard in enumerate(submission["shards"]):
-            latest[shard] = f"{submission['job_id']}_{index}" if submission["backend"] == "slurm" else ""
+        if submission["backend"] == "slurm":
+            latest.update({int(shard): task for shard, task in submission["tasks"].items()})
     return latest
 
 
@@ -96,7 +97,7 @@ def _sacct_states(job_ids: set[str]) -> dict[str, str]:
     states = {}
     for line in answer.stdout.splitlines():
         job, _, state = line.partition("|")
-        if "_" in job and "[" not in job:
+        if "[" not in job:  # "<job>_[3-9]" rows are tasks not started yet
             states[job] = state.split()[0] if state else ""
     return states
 

@@ -66,7 +66,7 @@ def test_bad_frame_is_recorded_and_the_shard_goes_on(tmp_path: Path, demo_root: 
     launch("run.py", "cluster=debug", f"out_dir={tmp_path / 'warmup'}", demo_root=demo_root)  # generates the demo
     root = tmp_path / "demo"
     shutil.copytree(demo_root, root)
-    bad = sorted((root / "images").rglob("*.jpg"))[4]
+    bad = sorted(root.rglob("*.jpg"))[4]
     bad.write_bytes(b"not a jpeg")
     run_dir = tmp_path / "run"
     command = ("run.py", "cluster=debug", "max_attempts=2", f"out_dir={run_dir}")

@@ -51,6 +51,10 @@ def last_job(run_dir: Path) -> str:
     return submissions(run_dir)[-1]["job_id"]
 
 
+def task_id(run_dir: Path, shard: int) -> str:
+    return submissions(run_dir)[-1]["tasks"][str(shard)]
+
+
 def wait_until(condition, timeout: float, what: str, interval: float = 0.5):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -118,10 +122,10 @@ def test_interrupted_task_resumes_with_only_unfinished_items_redone(
     if interrupt == "kill -9":
         os.kill(attempt.pid, signal.SIGKILL)
     else:
-        subprocess.run(["scancel", f"{job}_0"], check=True)
+        subprocess.run(["scancel", task_id(run_dir, 0)], check=True)
     wait_until(lambda: job_finished(job), 120, f"job {job} to leave the queue")
     expected_state = "FAILED" if interrupt == "kill -9" else "CANCELLED"
-    assert sacct_states(job)[f"{job}_0"].startswith(expected_state)
+    assert sacct_states(job)[task_id(run_dir, 0)].startswith(expected_state)
 
     before = {name: path.stat().st_mtime_ns for name, path in all_files(run_dir).items()}
     unfinished = 12 - len(before)
@@ -145,7 +149,7 @@ def test_status_resubmits_only_incomplete_shards(tmp_path: Path, demo_root: Path
     launch(*command, *NO_WAIT, demo_root=demo_root)
     job = last_job(run_dir)
     running_attempt(run_dir, 1, min_files=1)
-    subprocess.run(["scancel", f"{job}_1"], check=True)
+    subprocess.run(["scancel", task_id(run_dir, 1)], check=True)
     wait_until(lambda: job_finished(job), 120, f"job {job} to leave the queue")
 
     status = json.loads(launch("status.py", f"out_dir={run_dir}", "output=json").stdout)
@@ -171,3 +175,22 @@ def test_bad_config_submits_nothing(tmp_path: Path, demo_root: Path) -> None:
     after = subprocess.run(["sacct", "-n", "-X", "-P", "--format=JobID", "--starttime=now-1hour"],
                            capture_output=True, text=True).stdout
     assert after == before
+
+
+def test_time_limit_requeues_the_task_which_finishes_from_its_checkpoints(tmp_path: Path, demo_root: Path) -> None:
+    # 24 items of 3 s each cannot finish inside a 2-minute limit once SLURM's USR2 arrives (60 s before it, up to
+    # 30 s earlier on this cluster's timer): submitit requeues the array task, and it goes on from its checkpoints.
+    run_dir = tmp_path / "run"
+    overrides = [o for o in SLURM_TEST_CLUSTER if not o.startswith("cluster.time_min")]
+    launch("run.py", "shards=1", "dataset.frames_per_sequence=12", "stage.seconds_per_item=3.0", "stage.batch_size=1",
+           "cluster.time_min=2", "cluster.signal_delay_s=60", f"out_dir={run_dir}", *overrides, demo_root=demo_root,
+           timeout=900)
+    assert_complete_and_clean(run_dir, 24)
+    attempts = ShardProgress.load(run_dir, 0).attempts
+    assert len(attempts) >= 2 and attempts[-1].restart_count >= 1 and attempts[-1].state == "finished"
+    for earlier, later in zip(attempts, attempts[1:]):
+        assert later.valid_at_start > earlier.valid_at_start  # every requeue went on from where the last one was
+        assert later.todo == 24 - later.valid_at_start
+    assert sacct_states(last_job(run_dir))[task_id(run_dir, 0)] == "COMPLETED"
+    status = json.loads(launch("status.py", f"out_dir={run_dir}", "output=json").stdout)
+    assert status["shards"][0]["requeues"] >= 1 and status["totals"]["done"] == 24
