@@ -2,27 +2,28 @@
 
 The run given is the chain's last stage; the stages before it are found through `depends_on` in each run's
 manifest, so the packaging reads exactly the folders the stages read. Per item, every stage's outputs go into one
-HDF5 file (`/<stage>/<output>/<array>`, chunked, compressed, no timestamps, written under a temporary name and
-renamed). In the same single pass, mean/std/count of the configured arrays over the training split are accumulated
-with Chan's parallel-variance merge, so nothing but one video's arrays is ever in memory. Items lacking any stage's
+HDF5 file (`/<stage>/<output>/<array>`, through `merge.hdf5.write`: chunked, gzip, reproducible bytes, written
+under a temporary name and renamed). In the same single pass, mean/std/count of the configured arrays over the
+training split are accumulated with Chan's parallel-variance merge, so nothing but one video's arrays is ever in
+memory. Items lacking any stage's
 output are listed in `packaging_status.json` instead of being packaged half.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import h5py
 import numpy as np
 import yaml
 
+from shardprep.merge import hdf5
 from shardprep.runtime.atomic import atomic_path, write_json
 from shardprep.runtime.build import build_dataset
 from shardprep.runtime.errors import ConfigError
-from shardprep.runtime.manifest import Manifest
+from shardprep.runtime.manifest import Manifest, items_digest
 from shardprep.runtime.npz import read_npz
 from shardprep.runtime.store import FINGERPRINT_KEY
 from shardprep.stages.external.inputs import MissingInput, Upstream
@@ -70,8 +71,6 @@ class PackageHDF5:
 
     stats: Sequence[str] = ()
     train_groups: Sequence[str] = ("train",)
-    compression: str = "gzip"
-    compression_level: int = 4
 
     def __call__(self, job: Any) -> list[Path]:
         return package(job.run_dir, job.out_dir, self, allow_partial=bool(job.allow_partial))
@@ -102,7 +101,11 @@ def package(run_dir: Path, out_dir: Path, options: PackageHDF5, allow_partial: b
     stages = chain(run_dir)
     for upstream in stages:
         upstream.check()
-    items = build_dataset(Manifest.load(run_dir).config).items()
+    manifest = Manifest.load(run_dir)
+    items = build_dataset(manifest.config).items()
+    if items_digest(items) != manifest.items_digest:
+        raise ConfigError(f"the dataset's items changed since the run in {run_dir} was made: re-run the stages "
+                          "(or point dataset.root back at the videos they were run on)")
     missing: dict[str, list[str]] = {}
     sources: dict[str, dict[str, dict[str, Path]]] = {}
     for item in items:
@@ -140,10 +143,7 @@ def package(run_dir: Path, out_dir: Path, options: PackageHDF5, allow_partial: b
         if unknown:
             raise ConfigError(f"stats names {unknown[0]!r}, which item {item.id} does not have; arrays are: "
                               f"{', '.join(sorted(arrays))}")
-        path = out_dir / f"{item.id}.h5"
-        write_hdf5(path, arrays, {"item": item.id, "group": item.group}, options.compression,
-                   options.compression_level)
-        written.append(path)
+        written.append(hdf5.write(out_dir / f"{item.id}.h5", arrays, {"item": item.id, "group": item.group}))
         if item.group in train:
             for name, running in stats.items():
                 running.add(arrays[name])
@@ -168,22 +168,3 @@ def read_output(path: Path) -> dict[str, np.ndarray]:
     if path.suffix == ".npz":
         return {key: value for key, value in read_npz(path).items() if key != FINGERPRINT_KEY}
     return {}
-
-
-def write_hdf5(path: Path, arrays: Mapping[str, np.ndarray], attributes: Mapping[str, str], compression: str,
-               level: int) -> None:
-    """One HDF5 file, atomically; datasets chunked and compressed (scalars and empty arrays stored plain)."""
-    with atomic_path(path) as tmp:
-        with h5py.File(tmp, "w", track_order=True) as handle:
-            for key, value in attributes.items():
-                handle.attrs[key] = value
-            for name in sorted(arrays):
-                value = np.asarray(arrays[name])
-                if value.dtype.kind == "U":  # HDF5 has no UCS-4 strings: store UTF-8 bytes
-                    value = np.char.encode(value, "utf-8")
-                packed = value.ndim > 0 and value.size > 0
-                handle.create_dataset(
-                    name, data=value, track_times=False,
-                    **({"chunks": True, "compression": compression, "shuffle": True,
-                        **({"compression_opts": level} if compression == "gzip" else {})} if packed else {}),
-                )
