@@ -93,7 +93,6 @@ def bench_submit() -> None:
                                   capture_output=True, text=True, env=env, check=True)
             elapsed = time.perf_counter() - started
             job = done.stdout.split()[3].rstrip(":")
-            sbatch_line = [l for l in Path(tmp, out, "logs").rglob("*submission.sh")]
             print(f"launch command, 20-task array (job {job}), run {attempt + 1}: {elapsed:.2f} s wall "
                   f"(interpreter start, config, dataset, manifest, one sbatch)")
             subprocess.run(["scancel", job], check=False)
