@@ -9,6 +9,7 @@ and every child it started.
 
 from __future__ import annotations
 
+import atexit
 import os
 import shlex
 import signal
@@ -128,10 +129,11 @@ def run(command: Command, argv: list[str], log: Path, on_start: Callable[[int], 
             )
         except OSError as error:  # program not found / not executable: the item fails, the shard goes on
             raise RuntimeError(f"cannot start {argv[0]!r} ({error.strerror}): check stage.command and stage.cwd") from None
-        if on_start is not None:
-            on_start(process.pid)
+        _running.add(process)
         timed_out = False
         try:
+            if on_start is not None:
+                on_start(process.pid)
             process.wait(timeout=command.timeout_s)
         except subprocess.TimeoutExpired:
             timed_out = True
@@ -139,9 +141,22 @@ def run(command: Command, argv: list[str], log: Path, on_start: Callable[[int], 
         except BaseException:  # our task is being stopped: never leave the tool running on the node
             _kill_session(process)
             raise
+        finally:
+            _running.discard(process)
         seconds = time.monotonic() - started
         sink.write(f"=== exit {process.returncode}{' (timed out)' if timed_out else ''} after {seconds:.1f} s\n".encode())
     return Outcome(argv, process.returncode, timed_out, seconds, log)
+
+
+# Tools now running: in their own sessions, so a signal to our process group does not reach them; they are ended
+# when our interpreter exits (a cancelled local task, submitit's requeue) instead of running on unowned.
+_running: set[subprocess.Popen[bytes]] = set()
+
+
+@atexit.register
+def _kill_running() -> None:
+    for process in list(_running):
+        _kill_session(process)
 
 
 def _kill_session(process: subprocess.Popen[bytes]) -> None:
