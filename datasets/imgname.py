@@ -8,6 +8,7 @@ are refused at launch, naming the row, so a wrong file never reaches the cluster
 
 from __future__ import annotations
 
+import posixpath
 import re
 from pathlib import Path
 from typing import ClassVar
@@ -28,7 +29,7 @@ class ImgnameDataset(MMPoseDataset):
 
     def fields(self, imgname: str) -> dict[str, str | int]:
         """The named groups of the image's file name; all-digit values as int (`frame`), plus `file_frame`."""
-        match = self.pattern.fullmatch(Path(imgname).name)
+        match = self.pattern.fullmatch(posixpath.basename(imgname))  # not Path: this runs once per row
         if match is None:
             raise ValueError(f"imgname {imgname!r} does not follow the {self.name} naming, e.g. {self.example!r}")
         fields: dict[str, str | int] = {

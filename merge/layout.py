@@ -32,6 +32,7 @@ class Member:
     data: int  # offset of the array payload
     dtype: np.dtype
     shape: tuple[int, ...]
+    count: int  # elements
 
 
 @dataclass(frozen=True)
@@ -64,12 +65,13 @@ class Layout:
                 if fortran or dtype.hasobject:
                     return None
                 end = start + info.file_size
-                if data + int(np.prod(shape)) * dtype.itemsize != end:
+                count = int(np.prod(shape))
+                if data + count * dtype.itemsize != end:
                     return None
                 fixed[data:end] = False
                 fixed[info.header_offset + _LOCAL_CRC:info.header_offset + _LOCAL_CRC + 4] = False
                 members[info.filename.removesuffix(".npy")] = Member(
-                    info.header_offset + _LOCAL_CRC, start, end, data, dtype, tuple(shape))
+                    info.header_offset + _LOCAL_CRC, start, end, data, dtype, tuple(shape), count)
             record = archive.start_dir
         for _ in infos:  # central directory: one record per member, its CRC-32 varies too
             name_length, extra_length, comment_length = struct.unpack_from("<HHH", raw, record + 28)
@@ -90,6 +92,5 @@ class Layout:
             (crc,) = struct.unpack_from("<I", raw, member.crc_at)
             if zlib.crc32(raw[member.start:member.end]) != crc:
                 return None
-            count = int(np.prod(member.shape))
-            arrays[key] = np.frombuffer(raw, member.dtype, count, member.data).reshape(member.shape).copy()
+            arrays[key] = np.frombuffer(raw, member.dtype, member.count, member.data).reshape(member.shape)
         return arrays
