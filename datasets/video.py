@@ -111,7 +111,10 @@ def _weight(path: Path) -> int:
     to list the items; the size is proportional enough to balance shards.
     """
     if path.suffix.lower() == ".npy":
-        return count_frames(path) or 1
+        try:
+            return count_frames(path) or 1
+        except (OSError, ValueError, EOFError):  # a broken file is that item's error when it is read, not the list's
+            return 1
     return max(1, path.stat().st_size >> 20)
 
 

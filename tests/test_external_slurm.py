@@ -28,10 +28,23 @@ def test_chain_on_slurm_with_oom_retries_and_packaging(slurm: None, tmp_path: Pa
                                                         monkeypatch: pytest.MonkeyPatch) -> None:
     root = tmp_path / "videos"
     make_videos(root, train=3, val=1)
+    broken = root / "train" / "broken.npy"  # a valid header over too little data: the camera tool fails on it
+    np.save(broken, np.zeros((4, 6, 8, 3), np.uint8))
+    broken.write_bytes(broken.read_bytes()[:-100])
     use_tools(monkeypatch, tmp_path / "out")
     done = launch("pipeline.py", "pipeline=test_chain", *video_overrides(root), *SLURM_TEST_CLUSTER, "shards=2",
-                  "merge_after=true", "workers=1")
+                  "merge_after=true", "allow_partial=true", "workers=1", check=False)
+    assert done.returncode == 1, done.stderr  # one item could not be done
     runs = tmp_path / "out" / "video"
+    reasons = {stage: [json.loads(line) for path in (runs / stage).glob("errors/*.jsonl")
+                       for line in path.read_text().splitlines()]
+               for stage in ("test_camera", "test_tracker", "test_hands")}
+    assert [e["item"] for e in reasons["test_camera"]] == ["train__broken"]
+    assert "tool exited with status 1" in reasons["test_camera"][0]["error"]
+    assert "not fully written" in reasons["test_camera"][0]["error"]  # the tail of the tool's own traceback
+    for stage, upstream in (("test_tracker", "camera"), ("test_hands", "tracks")):
+        assert [e["item"] for e in reasons[stage]] == ["train__broken"]
+        assert f"output {upstream!r} of item train__broken is missing" in reasons[stage][0]["error"]
     jobs = [line.split()[3].rstrip(":") for line in done.stdout.splitlines() if line.startswith("submitted slurm job")]
     assert len(jobs) == 3
     # Each array waited for the previous one: queued with afterok on it.
@@ -47,9 +60,10 @@ def test_chain_on_slurm_with_oom_retries_and_packaging(slurm: None, tmp_path: Pa
     for item in items:
         meta = json.loads((_checkpoint(runs / "test_tracker", item, "tracks") / "meta.json").read_text())
         assert meta["batch_size"] == 2 and meta["utils"] == "tracker"
-    assert not list((runs / "test_hands").glob("errors/*.jsonl"))
     merged = runs / "test_hands" / "merged"
     assert "merged:" in done.stdout, done.stdout
+    assert list(json.loads((merged / "packaging_status.json").read_text())["missing"]) == ["train__broken"]
+    assert not (merged / "train__broken.h5").exists()
     flat = []
     for item in items:
         keypoints = np.load(_checkpoint(runs / "test_hands", item, "hands") / "keypoints.npy")
