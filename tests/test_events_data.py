@@ -11,6 +11,7 @@ from data.dsec_synthetic import make_dataset, make_sequence, read_all_events
 
 from shardprep.datasets.dsec import DSECDataset
 from shardprep.runtime.errors import ConfigError
+from shardprep.runtime.npz import StreamedArray, read_npz, write_npz
 from shardprep.stages.events.render import EventCanvas, render_loop
 from shardprep.stages.events.slicing import EventsFileError, find_window, first_at_or_after, iter_chunks
 from shardprep.stages.events.stage import EventsStage
@@ -149,3 +150,14 @@ def test_vectorised_render_equals_the_per_event_loop_whatever_the_chunking() -> 
 def test_bad_stage_settings_are_config_errors(settings: dict, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         EventsStage("events", **settings).validate()
+
+
+def test_streamed_npz_member_equals_an_in_memory_one_and_refuses_a_wrong_count(tmp_path: Path) -> None:
+    values = np.arange(10_000, dtype=np.uint32)
+    streamed = StreamedArray(values.shape, values.dtype, lambda: (values[i:i + 999] for i in range(0, 10_000, 999)))
+    write_npz(tmp_path / "streamed.npz", {"t": streamed, "count": np.int64(10_000)})
+    assert np.array_equal(read_npz(tmp_path / "streamed.npz")["t"], values)
+    too_short = StreamedArray((10_001,), values.dtype, lambda: iter([values]))
+    with pytest.raises(ValueError, match="chunks gave 10000 elements"):
+        write_npz(tmp_path / "short.npz", {"t": too_short})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["streamed.npz"]
