@@ -20,7 +20,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-
 from shardprep.datasets.base import Item
 from shardprep.stages.base import Work
 from shardprep.stages.external.stage import ExternalStage

@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
 from shardprep.datasets.base import Dataset, Item
 from shardprep.runtime.errors import ConfigError
 

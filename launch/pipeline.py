@@ -11,12 +11,14 @@ by one command. Locally the stages run one after the other. `merge_after=true` a
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import partial
+from typing import Any
 
 from shardprep.launch.cli import _describe, _finish, guarded
 from shardprep.merge.job import MergeAfter
 from shardprep.runtime.config import load_config
 from shardprep.runtime.errors import ConfigError
-from shardprep.runtime.run import prepare, submit
+from shardprep.runtime.run import Submission, prepare, submit
 
 
 @guarded
@@ -45,21 +47,25 @@ def main(argv: Sequence[str]) -> int:
     merge = MergeAfter(last_config, [*common, f"stage={stages[-1]}", *own[stages[-1]]], last_dir) \
         if last_config.get("merge_after") else None
 
-    code, previous, queued = 0, None, []
+    code, previous, submitted = 0, None, []
     for index, (config, run_dir, manifest) in enumerate(prepared):
         submission = submit(config, run_dir, manifest, after=previous)
         _describe(submission, config)
         previous = submission.job_id
-        waits = submission.backend != "slurm" or config["wait"]
-        queued.append(lambda submission=submission, waits=waits: _finish(submission) if waits else 0)
-        if submission.backend != "slurm" or index == len(prepared) - 1:
-            # Locally each stage must end before the next starts; on SLURM the chain is queued, then waited for.
-            finish = lambda steps=tuple(queued): max(step() for step in steps)  # noqa: E731
-            queued = []
-            last = index == len(prepared) - 1
-            code = max(code, merge(submission, finish) if last and merge else finish())
+        submitted.append((submission, config))
+        last = index == len(prepared) - 1
+        if submission.backend == "slurm" and not last:
+            continue  # on SLURM the whole chain is queued first, then waited for; locally each stage ends first
+        finish = partial(_finish_all, submitted)
+        submitted = []
+        code = max(code, merge(submission, finish) if last and merge else finish())
     return code
 
+
+def _finish_all(submitted: list[tuple[Submission, dict[str, Any]]]) -> int:
+    """Wait for each submitted stage where the launch waits, print its table; the worst exit code."""
+    return max([_finish(submission) if submission.backend != "slurm" or config["wait"] else 0
+                for submission, config in submitted])
 
 if __name__ == "__main__":
     main()

@@ -18,7 +18,6 @@ from typing import Any
 
 import numpy as np
 import yaml
-
 from shardprep.merge import hdf5
 from shardprep.runtime.atomic import atomic_path, write_json
 from shardprep.runtime.build import build_dataset

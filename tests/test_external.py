@@ -15,7 +15,6 @@ import h5py
 import numpy as np
 import pytest
 import yaml
-
 from conftest import launch
 from external_helpers import TOOLS, make_videos, use_tools, video_overrides
 from shardprep.datasets.video import VideoDataset
@@ -25,7 +24,6 @@ from shardprep.stages.external.command import TRUST_CHECKPOINTS_ENV, Command, lo
 from shardprep.stages.external.gpu_packing import NvmlMemory, Packer, ReportedMemory, reported_peak, workers_for
 from shardprep.stages.external.oom import OOMPolicy
 from shardprep.stages.external.outputs import FolderOutput
-
 
 # --- pieces ---------------------------------------------------------------------------------------------------------
 
@@ -250,7 +248,7 @@ def test_failures_are_recorded_with_reasons_and_the_shard_goes_on(tmp_path: Path
     errors = _errors(run_dir)
     assert sorted(e["item"] for e in errors) == ["train__clip0", "train__clip1"]  # both tried: one failure stops nothing
     for error in errors:
-        assert error["error"].startswith("ToolError") and re.search(reason, error["error"], re.S), error
+        assert error["error"].startswith("ToolError") and re.search(reason, error["error"], re.DOTALL), error
     assert not list((run_dir / "checkpoints").rglob("*.tracks"))  # nothing half-done was moved into place
     assert not any((run_dir / "scratch").iterdir()) if (run_dir / "scratch").exists() else True
 

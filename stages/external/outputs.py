@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
 from shardprep.runtime.errors import ConfigError
 from shardprep.runtime.npz import npz_headers, read_npz
 from shardprep.stages.base import FileOutput

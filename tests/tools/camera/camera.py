@@ -8,7 +8,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-
 import utils  # this tool's own package, next to this file
 
 parser = argparse.ArgumentParser()

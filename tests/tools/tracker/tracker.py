@@ -12,7 +12,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-
 import utils  # this tool's own package: must not be the camera tool's
 
 parser = argparse.ArgumentParser()
