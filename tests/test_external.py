@@ -321,3 +321,21 @@ def test_nvml_peak_counts_every_process_of_the_tool_session_and_nothing_else(tmp
     assert outcome.ok
     assert memory.finish(pids[0], outcome.log) == pytest.approx(1500.0)
     assert memory.free_mb() == 80_000
+
+
+def test_an_invalid_output_folder_is_redone_and_replaced(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    root = tmp_path / "videos"
+    make_videos(root, train=2, val=0)
+    use_tools(monkeypatch, tmp_path / "out")
+    overrides = ["stage=test_camera", *video_overrides(root), "cluster=debug"]
+    launch("run.py", *overrides)
+    run_dir = tmp_path / "out" / "video" / "test_camera"
+    broken, kept = (_checkpoint(run_dir, f"train__clip{i}", "camera") for i in range(2))
+    pids = {path.name: json.loads((path / "meta.json").read_text())["pid"] for path in (broken, kept)}
+    with open(broken / "depth.npy", "r+b") as handle:  # as if the disk filled after the rename
+        handle.truncate(200)
+    launch("run.py", *overrides)
+    np.testing.assert_array_equal(np.load(broken / "depth.npy"),
+                                  1 + np.load(root / "train" / "clip0.npy").astype(np.float32).mean(-1) / 255)
+    assert json.loads((broken / "meta.json").read_text())["pid"] != pids[broken.name]  # redone, folder replaced
+    assert json.loads((kept / "meta.json").read_text())["pid"] == pids[kept.name]  # the valid one left alone
