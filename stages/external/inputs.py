@@ -37,12 +37,16 @@ class Upstream:
     @cached_property
     def _stores(self) -> list[ShardStore]:
         outputs = build_stage(self.manifest.config).outputs
-        return [ShardStore(self.run_dir, shard, outputs, self.manifest.fingerprint) for shard in range(self.manifest.shards)]
+        return [ShardStore.for_run(self.run_dir, self.manifest, shard, outputs) for shard in range(self.manifest.shards)]
 
     @cached_property
     def _shard_of(self) -> dict[str, int]:
         items = build_dataset(self.manifest.config).items()
         return {item.id: shard for shard, (start, end) in enumerate(self.manifest.plan) for item in items[start:end]}
+
+    def load(self) -> None:
+        """Read the upstream manifest, stage and item list now (once per task, before items run in threads)."""
+        _ = self._stores, self._shard_of  # both are cached on first access
 
     def paths(self, item_id: str) -> dict[str, Path]:
         """Output name -> validated path of `item_id`'s upstream outputs. Raises `MissingInput`."""

@@ -94,6 +94,8 @@ class ExternalStage(Stage):
                         "gpu.max_workers=%d regardless)", self.name, workers)
             workers = 1
         self.packer = Packer(source, workers, float(self.gpu["safety"]))
+        for upstream in self.upstreams:
+            upstream.load()
 
     def process(self, batch: Sequence[Work]) -> list[ItemResult | BaseException]:
         """Run the batch's items, as many at once as the packer allows; results in batch order."""
