@@ -83,7 +83,7 @@ class DSECJsonMerge:
             stores = {}
             for i in np.flatnonzero(present & complete):
                 shard = int(checkpoints.shards[i])
-                store = stores.setdefault(shard, ShardStore(job.run_dir, shard, outputs, job.manifest.fingerprint))
+                store = stores.setdefault(shard, ShardStore.for_run(job.run_dir, job.manifest, shard, outputs))
                 present[i] = store.is_valid(checkpoints.paths[i], output)
             complete &= present
             paths[output.name] = checkpoints

@@ -34,6 +34,8 @@ class Manifest:
     fingerprint: str
     code_version: str
     created: float = field(default_factory=time.time)
+    # When `fingerprint` took effect (creation, or the force=true that changed it): older files are stale.
+    fingerprint_since: float = field(default_factory=time.time)
 
     @property
     def shards(self) -> int:

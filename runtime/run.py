@@ -54,7 +54,10 @@ def prepare(config: dict[str, Any]) -> tuple[Path, Manifest]:
     _check_writable(run_dir)
     manifest = Manifest(config, plan, len(items), digest, run_fingerprint, code_version())
     if (run_dir / MANIFEST).exists():
-        manifest.created = _check_resumable(run_dir, manifest, force=bool(config["force"]))
+        old = _check_resumable(run_dir, manifest, force=bool(config["force"]))
+        manifest.created = old.created
+        if old.fingerprint == manifest.fingerprint:
+            manifest.fingerprint_since = old.fingerprint_since
     manifest.save(run_dir)
     return run_dir, manifest
 
@@ -68,8 +71,8 @@ def _check_writable(run_dir: Path) -> None:
         raise ConfigError(f"out_dir={run_dir} is not writable ({error.strerror}): choose another out_dir") from None
 
 
-def _check_resumable(run_dir: Path, new: Manifest, force: bool) -> float:
-    """Refuse to mix a run with outputs made under other settings; return the existing run's creation time."""
+def _check_resumable(run_dir: Path, new: Manifest, force: bool) -> Manifest:
+    """Refuse to mix a run with outputs made under other settings; return the existing run's manifest."""
     old = Manifest.load(run_dir)
     if old.shards != new.shards:
         raise ConfigError(
@@ -86,7 +89,7 @@ def _check_resumable(run_dir: Path, new: Manifest, force: bool) -> float:
             f"{run_dir} holds a run with fingerprint {old.fingerprint}, this config gives {new.fingerprint} (stage "
             "config, model files or annotations changed): use a new out_dir, or force=true to redo its items"
         )
-    return old.created
+    return old
 
 
 def submit(config: dict[str, Any], run_dir: Path, manifest: Manifest, shards: Sequence[int] | None = None,

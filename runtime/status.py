@@ -41,7 +41,7 @@ def shard_statuses(run_dir: Path) -> list[ShardStatus]:
     states = _sacct_states({job.split("_")[0] for job in jobs.values()})
     rows = []
     for shard, (start, end) in enumerate(manifest.plan):
-        store = ShardStore(run_dir, shard, outputs, manifest.fingerprint)
+        store = ShardStore.for_run(run_dir, manifest, shard, outputs)
         done_ids = _done_ids(store)
         errors = store.errors()
         failed_ids = {record.item for record in errors} - done_ids
@@ -141,7 +141,7 @@ def group_statuses(run_dir: Path) -> list[GroupStatus]:
     outputs = build_stage(manifest.config).outputs
     rows: dict[str, GroupStatus] = {}
     for shard, (start, end) in enumerate(manifest.plan):
-        folder = ShardStore(run_dir, shard, outputs, manifest.fingerprint).folder
+        folder = ShardStore.for_run(run_dir, manifest, shard, outputs).folder
         files = {name for name in os.listdir(folder) if not is_temporary(name)} if folder.is_dir() else set()
         for item in items[start:end]:
             row = rows.setdefault(item.group, GroupStatus(item.group, 0, {o.name: 0 for o in outputs}, 0))

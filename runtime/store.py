@@ -19,12 +19,16 @@ from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from shardprep.runtime.atomic import atomic_path, is_temporary, remove
 from shardprep.runtime.npz import array_bytes, member_shapes, save_npz
 from shardprep.stages.base import ArrayOutput, Artifact, FileOutput, Output
+
+if TYPE_CHECKING:
+    from shardprep.runtime.manifest import Manifest
 
 FINGERPRINT_KEY = "fingerprint"
 
@@ -46,27 +50,37 @@ class ErrorRecord:
 class ShardStore:
     """Checkpoints and error log of one shard of one run."""
 
-    def __init__(self, run_dir: Path, shard: int, outputs: Sequence[Output], fingerprint: str) -> None:
+    def __init__(self, run_dir: Path, shard: int, outputs: Sequence[Output], fingerprint: str,
+                 valid_since: float = 0.0) -> None:
+        """`valid_since`: when the run's current fingerprint took effect. NPZ outputs carry the fingerprint; other
+        files cannot, so one older than this was made under other settings and is redone."""
         self.folder = run_dir / "checkpoints" / shard_name(shard)
         self.error_log = run_dir / "errors" / f"{shard_name(shard)}.jsonl"
         self.outputs = {output.name: output for output in outputs}
         self.fingerprint = fingerprint
+        self.valid_since = valid_since
         self._fingerprint_bytes = array_bytes(np.array(fingerprint))
+
+    @classmethod
+    def for_run(cls, run_dir: Path, manifest: Manifest, shard: int, outputs: Sequence[Output]) -> ShardStore:
+        """The store of one shard of the run described by `manifest`."""
+        return cls(run_dir, shard, outputs, manifest.fingerprint, manifest.fingerprint_since)
 
     def path(self, item_id: str, output: Output) -> Path:
         return self.folder / f"{item_id}.{output.suffix}"
 
-    def list_files(self) -> dict[str, Path]:
-        """Names of the files now in the folder; temporary leftovers are removed, not listed."""
+    def list_files(self, remove_temporary: bool = False) -> dict[str, Path]:
+        """Names of the files now in the folder, temporary ones left out. Only the shard's own task may pass
+        `remove_temporary`: anyone else could remove a file that a running task is writing."""
         if not self.folder.is_dir():
             return {}
         found = {}
         with os.scandir(self.folder) as entries:
             for entry in entries:
-                if is_temporary(entry.name):
-                    remove(Path(entry.path))
-                else:
+                if not is_temporary(entry.name):
                     found[entry.name] = Path(entry.path)
+                elif remove_temporary:
+                    remove(Path(entry.path))
         return found
 
     def scan(self, item_ids: Iterable[str]) -> tuple[dict[str, frozenset[str]], int]:
@@ -75,7 +89,7 @@ class ShardStore:
         Files that exist but do not validate (truncated, wrong keys or shapes, older fingerprint) count as missing and
         are overwritten when the item is redone.
         """
-        files = self.list_files()
+        files = self.list_files(remove_temporary=True)
         missing: dict[str, frozenset[str]] = {}
         invalid = 0
         for item_id in item_ids:
@@ -100,6 +114,8 @@ class ShardStore:
 
     def validate(self, path: Path, output: Output) -> None:
         if isinstance(output, FileOutput):
+            if path.stat().st_mtime < self.valid_since:
+                raise ValueError(f"{path}: made before the run's current settings (force=true)")
             output.validate(path)
             return
         with zipfile.ZipFile(path) as archive:
@@ -111,15 +127,25 @@ class ShardStore:
                 raise ValueError(f"{path}: written by a run with another fingerprint")
 
     def write(self, item_id: str, artifacts: Mapping[str, Artifact]) -> None:
-        """Write each output of one item to a temporary name, validate it, and only then rename it into place."""
+        """Write each output of one item to a temporary name, validate it, and only then rename it into place.
+
+        Every output is attempted even if one fails (a clip whose image fails still gets its video); the first
+        failure is raised afterwards so the item is recorded as failed and its missing outputs are redone.
+        """
+        failures = []
         for name, artifact in artifacts.items():
             output = self.outputs[name]
-            with atomic_path(self.path(item_id, output)) as tmp:
-                if isinstance(output, ArrayOutput):
-                    save_npz(tmp, {**artifact, FINGERPRINT_KEY: np.array(self.fingerprint)})
-                else:
-                    artifact(tmp)
-                self.validate(tmp, output)
+            try:
+                with atomic_path(self.path(item_id, output)) as tmp:
+                    if isinstance(output, ArrayOutput):
+                        save_npz(tmp, {**artifact, FINGERPRINT_KEY: np.array(self.fingerprint)})
+                    else:
+                        artifact(tmp)
+                    self.validate(tmp, output)
+            except Exception as error:  # any failure of one output; the others still get their chance
+                failures.append(error)
+        if failures:
+            raise failures[0]
 
     def record_error(self, item_id: str, error: BaseException, attempt: int, job: str) -> None:
         record = ErrorRecord(

@@ -61,7 +61,7 @@ def run_shard(run_dir: Path, shard: int) -> ShardReport:
         )
     start, end = manifest.plan[shard]
     shard_items = items[start:end]
-    store = ShardStore(run_dir, shard, stage.outputs, manifest.fingerprint)
+    store = ShardStore.for_run(run_dir, manifest, shard, stage.outputs)
     missing, invalid = store.scan(item.id for item in shard_items)
     attempts = store.attempts()
     max_attempts = int(config["max_attempts"])

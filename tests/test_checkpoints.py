@@ -77,3 +77,31 @@ def test_error_log_counts_attempts_and_ignores_a_torn_line(tmp_path: Path) -> No
         log.write('{"item": "b", "err')  # a task killed mid-append
     assert store.attempts() == {"a": 2}
     assert store.errors()[-1].error == "ValueError: bad frame"
+
+
+def test_file_outputs_older_than_the_current_settings_are_redone(tmp_path: Path) -> None:
+    output = FileOutput("image", "png", lambda path: None)
+    ShardStore(tmp_path, 0, [output], fingerprint="old").write("a", {"image": lambda path: path.write_bytes(b"png")})
+    made = ShardStore(tmp_path, 0, [output], fingerprint="old").path("a", output).stat().st_mtime
+    assert ShardStore(tmp_path, 0, [output], "new", valid_since=made - 1).scan(["a"]) == ({}, 0)
+    assert ShardStore(tmp_path, 0, [output], "new", valid_since=made + 1).scan(["a"]) == ({"a": {"image"}}, 1)
+
+
+def test_one_failing_output_does_not_stop_the_others(tmp_path: Path) -> None:
+    outputs = [FileOutput("image", "png", lambda path: None), FileOutput("video", "mp4", lambda path: None)]
+    store = ShardStore(tmp_path, 0, outputs, fingerprint="abc")
+
+    def broken(path: Path) -> None:
+        raise RuntimeError("renderer crashed")
+
+    with pytest.raises(RuntimeError, match="renderer crashed"):
+        store.write("a", {"image": broken, "video": lambda path: path.write_bytes(b"mp4")})
+    assert store.scan(["a"]) == ({"a": {"image"}}, 0)
+
+
+def test_listing_for_status_never_removes_a_file_being_written(tmp_path: Path) -> None:
+    store = ShardStore(tmp_path, 0, [OUTPUT], fingerprint="abc")
+    store.write("a", {"stats": arrays()})
+    in_flight = store.folder / ".tmp-99-b.npz"
+    in_flight.write_bytes(b"half")
+    assert set(store.list_files()) == {"a.npz"} and in_flight.exists()

@@ -103,6 +103,7 @@ def _refused(run_dir: Path, *overrides: str, demo_root: Path) -> str:
         (("shards=13",), "only 12 items"),
         (("shards=two",), "shards"),
         (("out_dir=/proc/not_writable",), "not writable"),
+        (("dataset=h36m", "dataset.root=/no/such/h36m"), "/no/such/h36m"),
         (("cluster.backend=pbs",), "cluster.backend"),
     ],
 )
