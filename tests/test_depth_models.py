@@ -22,7 +22,7 @@ pytestmark = [
                                               "bash install.sh"),
 ]
 
-from models.depth_models import model_overrides, tiny_depth_anything  # noqa: E402
+from models.depth_models import model_overrides, rtmdet_checkpoint, tiny_depth_anything  # noqa: E402
 
 SHAPES = {"keypoints": ((17, 2), np.float32), "scores": ((17,), np.float32), "depth_point": ((17,), np.float32),
           "depth_min": ((17,), np.float32), "depth_max": ((17,), np.float32), "in_image": ((17,), np.bool_),
@@ -32,8 +32,11 @@ MAX_DEPTH = 20
 
 
 @pytest.fixture(scope="module")
-def depth_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tiny_depth_anything(tmp_path_factory.mktemp("depth-model") / "tiny-da-v2-metric", MAX_DEPTH)
+def models(tmp_path_factory: pytest.TempPathFactory) -> list[str]:
+    """Overrides for the tiny random-weight models (RTMDet checkpoint and Depth Anything folder built once)."""
+    folder = tmp_path_factory.mktemp("depth-models")
+    return model_overrides(tiny_depth_anything(folder / "tiny-da-v2-metric", MAX_DEPTH),
+                           rtmdet_checkpoint(folder / "rtmdet-tiny.pth"))
 
 
 def check_frame(arrays: dict[str, np.ndarray], image_size=(512, 512)) -> None:
@@ -56,17 +59,16 @@ def read_npz(path: Path) -> dict[str, np.ndarray]:
         return {key: data[key] for key in data.files}
 
 
-def test_stage_in_process_with_features_and_bad_payloads(depth_dir: Path, demo_root: Path):
+def test_stage_in_process_with_features_and_bad_payloads(models: list[str], demo_root: Path):
     from shardprep.runtime.build import build_dataset, build_stage
     from shardprep.runtime.config import load_config
     from shardprep.stages.base import Work
 
-    config = load_config(["stage=depth", "dataset=demo", f"dataset.root={demo_root}", *model_overrides(depth_dir),
-                          "stage.features=true"])
+    config = load_config(["stage=depth", "dataset=demo", f"dataset.root={demo_root}", *models, "stage.features=true"])
     dataset, stage = build_dataset(config), build_stage(config)
     dataset.validate()
     stage.validate()
-    assert any(path.name == "config.json" for path in stage.fingerprint_files())
+    assert {"config.json", "rtmdet-tiny.pth"} <= {path.name for path in stage.fingerprint_files()}
     stage.setup()
     items = dataset.items()[:3]
     works = [Work(item, dataset.read(item), frozenset({"depth"})) for item in items]
@@ -81,7 +83,7 @@ def test_stage_in_process_with_features_and_bad_payloads(depth_dir: Path, demo_r
         assert result["depth"]["pose_features"].shape == (17, 384)
         assert result["depth"]["depth_features"].shape == (17, 16)
         assert result["depth"]["pose_features"].dtype == result["depth"]["depth_features"].dtype == np.float16
-    assert results[0]["depth"]["detected"]  # score_threshold=0: random RTMDet boxes overlap the annotated person
+    assert results[0]["depth"]["detected"] and results[1]["depth"]["detected"]
     assert isinstance(results[3], ValueError) and "too small" in str(results[3])
     assert isinstance(results[4], ValueError) and "RGB 'image'" in str(results[4])
 
@@ -108,13 +110,13 @@ def bad_demo(demo_root: Path, tmp: Path) -> tuple[Path, Path]:
     return annotation, images
 
 
-def test_bad_inputs_are_recorded_and_the_shard_goes_on(depth_dir: Path, demo_root: Path, tmp_path: Path):
+def test_bad_inputs_are_recorded_and_the_shard_goes_on(models: list[str], demo_root: Path, tmp_path: Path):
     annotation, images = bad_demo(demo_root, tmp_path)
     out = tmp_path / "run"
     launch("depth.py", "dataset._target_=shardprep.datasets.mmpose_npz.MMPoseDataset", "~dataset.root",
            "~dataset.sequences", "~dataset.frames_per_sequence", f"+dataset.annotation={annotation}",
            f"+dataset.image_root={images}", "shards=2", f"out_dir={out}", "cluster=debug", "max_attempts=1",
-           *model_overrides(depth_dir, detector="gt"), check=False)
+           *models, "stage.detector.kind=gt", check=False)
     errors = [json.loads(line) for path in sorted((out / "errors").glob("*.jsonl"))
               for line in path.read_text().splitlines()]
     failed = {record["item"]: record for record in errors}
@@ -131,10 +133,10 @@ def test_bad_inputs_are_recorded_and_the_shard_goes_on(depth_dir: Path, demo_roo
 
 
 @pytest.mark.slurm
-def test_demo_through_slurm_array(slurm, depth_dir: Path, demo_root: Path, tmp_path: Path):
+def test_demo_through_slurm_array(slurm, models: list[str], demo_root: Path, tmp_path: Path):
     out = tmp_path / "run"
     launch("depth.py", "dataset=demo", "shards=2", f"out_dir={out}", *SLURM_TEST_CLUSTER,
-           *model_overrides(depth_dir), demo_root=demo_root)
+           *models, demo_root=demo_root)
     shards = sorted((out / "checkpoints").iterdir())
     assert [path.name for path in shards] == ["shard-00000", "shard-00001"]
     files = sorted(out.glob("checkpoints/shard-*/*.npz"))

@@ -1,7 +1,9 @@
 """Random-weight model files for the depth stage's tests (nothing can be downloaded here).
 
-RTMDet and RTMPose need no files: their configs ship in the mmdet/mmpose wheels and checkpoint=None gives random
-weights. Depth Anything V2 loads with `from_pretrained`, so a tiny metric config is saved to a folder.
+RTMPose needs no file: its config ships in the mmpose wheel and checkpoint=None gives random weights. RTMDet with
+fully random weights regresses sub-pixel boxes of random classes, so its checkpoint is random except the biases of
+the box regression (person-sized boxes) and of the classifier (class 0, person, scores highest). Depth Anything V2 loads with `from_pretrained`, so a tiny metric
+config is saved to a folder.
 """
 
 from __future__ import annotations
@@ -29,11 +31,34 @@ def tiny_depth_anything(folder: Path, max_depth: int = 20) -> Path:
     return folder
 
 
-def model_overrides(depth_dir: Path, detector: str = "rtmdet") -> list[str]:
+def rtmdet_checkpoint(path: Path, distance: float = 3.0) -> Path:
+    """An RTMDet-tiny checkpoint: seeded random weights, except that each level's box regression outputs about
+    `distance` strides to every side (boxes of 48-192 px) and the person class scores highest, so the detector finds
+    person boxes on any frame."""
+    import torch
+    from mmdet.apis import init_detector
+
+    from shardprep.stages.depth.files import resolve_config
+
+    torch.manual_seed(0)
+    model = init_detector(str(resolve_config(RTMDET_TINY)), None, device="cpu")
+    with torch.no_grad():
+        for conv in model.bbox_head.rtm_reg:
+            conv.weight.mul_(0.01)
+            conv.bias.fill_(distance)
+        for conv in model.bbox_head.rtm_cls:
+            conv.bias.fill_(-2.0)
+            conv.bias[0] = 2.0
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"state_dict": model.state_dict(), "meta": {}}, path)
+    return path
+
+
+def model_overrides(depth_dir: Path, detector_checkpoint: Path) -> list[str]:
     """Hydra overrides (after `stage=depth`) that run the depth stage with the tiny random-weight models on the CPU."""
     return [
-        f"stage.detector.kind={detector}", f"stage.detector.config={RTMDET_TINY}",
-        "stage.detector.checkpoint=null", "stage.detector.score_threshold=0.0",
+        f"stage.detector.config={RTMDET_TINY}",
+        f"stage.detector.checkpoint={detector_checkpoint}", "stage.detector.score_threshold=0.0",
         f"stage.pose.config={RTMPOSE_T}", "stage.pose.checkpoint=null", f"stage.depth.model={depth_dir}",
         "stage.batch_size=4", "stage.read_workers=2", "stage.device=cpu",
     ]
