@@ -339,3 +339,15 @@ def test_an_invalid_output_folder_is_redone_and_replaced(tmp_path: Path, monkeyp
                                   1 + np.load(root / "train" / "clip0.npy").astype(np.float32).mean(-1) / 255)
     assert json.loads((broken / "meta.json").read_text())["pid"] != pids[broken.name]  # redone, folder replaced
     assert json.loads((kept / "meta.json").read_text())["pid"] == pids[kept.name]  # the valid one left alone
+
+
+def test_a_bad_stage_anywhere_in_the_pipeline_submits_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    root = tmp_path / "videos"
+    make_videos(root, train=1, val=0)
+    use_tools(monkeypatch, tmp_path / "out")
+    done = launch("pipeline.py", "pipeline=test_chain", *video_overrides(root), "cluster=debug",
+                  "test_hands:stage.command=['{python}','hands.py','{bogus}']", check=False)
+    assert done.returncode == 2 and "unknown placeholder(s) ['bogus']" in done.stderr
+    assert not list((tmp_path / "out").rglob("submissions.jsonl"))  # not even the first stage was submitted
+    done = launch("pipeline.py", "pipeline=test_chain", *video_overrides(root), "nope:stage.x=1", check=False)
+    assert done.returncode == 2 and "'nope' is not a stage of this pipeline" in done.stderr
