@@ -45,17 +45,17 @@ def run_stage(stage: str | None) -> Callable[[Sequence[str] | None], None]:
         run_dir, manifest = prepare(config)
         merge = MergeAfter(config, [*defaults, *argv], run_dir) if config.get("merge_after") else None
         submission = submit(config, run_dir, manifest)
-        _describe(submission, config)
+        describe_submission(submission, config)
 
         def finish() -> int:
-            return _finish(submission) if submission.backend != "slurm" or config["wait"] else 0
+            return wait_and_report(submission) if submission.backend != "slurm" or config["wait"] else 0
 
         return merge(submission, finish) if merge else finish()
 
     return guarded(main)
 
 
-def _describe(submission: Submission, config: dict[str, Any]) -> None:
+def describe_submission(submission: Submission, config: dict[str, Any]) -> None:
     shards = submission.shards
     span = f"shard {shards[0]}" if len(shards) == 1 else f"shards {shards[0]}-{shards[-1]}"
     if len(shards) > 1 and shards != list(range(shards[0], shards[-1] + 1)):
@@ -72,7 +72,7 @@ def _describe(submission: Submission, config: dict[str, Any]) -> None:
         print(f"            squeue -j {submission.job_id}    (re-run the same command to resume)")
 
 
-def _finish(submission: Submission) -> int:
+def wait_and_report(submission: Submission) -> int:
     failures = wait(submission)
     rows = shard_statuses(submission.run_dir)
     print(as_table(rows))
@@ -104,6 +104,6 @@ def status_main(argv: Sequence[str]) -> int:
             return 0
         manifest.config["cluster"] = config["cluster"]
         submission = submit(manifest.config, run_dir, manifest, incomplete)
-        _describe(submission, config)
-        return _finish(submission) if submission.backend != "slurm" or config["wait"] else 0
+        describe_submission(submission, config)
+        return wait_and_report(submission) if submission.backend != "slurm" or config["wait"] else 0
     return 0

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from functools import partial
 from typing import Any
 
-from shardprep.launch.cli import _describe, _finish, guarded
+from shardprep.launch.cli import describe_submission, wait_and_report, guarded
 from shardprep.merge.job import MergeAfter
 from shardprep.runtime.config import load_config
 from shardprep.runtime.errors import ConfigError
@@ -50,7 +50,7 @@ def main(argv: Sequence[str]) -> int:
     code, previous, submitted = 0, None, []
     for index, (config, run_dir, manifest) in enumerate(prepared):
         submission = submit(config, run_dir, manifest, after=previous)
-        _describe(submission, config)
+        describe_submission(submission, config)
         previous = submission.job_id
         submitted.append((submission, config))
         last = index == len(prepared) - 1
@@ -64,7 +64,7 @@ def main(argv: Sequence[str]) -> int:
 
 def _finish_all(submitted: list[tuple[Submission, dict[str, Any]]]) -> int:
     """Wait for each submitted stage where the launch waits, print its table; the worst exit code."""
-    return max([_finish(submission) if submission.backend != "slurm" or config["wait"] else 0
+    return max([wait_and_report(submission) if submission.backend != "slurm" or config["wait"] else 0
                 for submission, config in submitted])
 
 if __name__ == "__main__":
