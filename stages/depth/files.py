@@ -31,7 +31,12 @@ def resolve_config(spec: str) -> Path:
 
 
 def resolve_depth_model(spec: str) -> Path:
-    """A local Depth Anything directory, or a hub id already in the local Hugging Face cache (never downloads)."""
+    """A local Depth Anything directory, a hub id already in the local Hugging Face cache (never downloads), or
+    `random:<size>` for a random-weight model (demo runs; see random_models.py)."""
+    if spec.startswith("random:"):
+        from shardprep.stages.depth.random_models import random_depth_model
+
+        return random_depth_model(spec.removeprefix("random:"))
     path = Path(spec).expanduser()
     if path.is_dir():
         return path
