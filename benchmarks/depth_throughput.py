@@ -1,9 +1,12 @@
 """Frames/s of the depth stage on one GPU: the naive way against the stage as built, same frames, same run.
 
     python benchmarks/depth_throughput.py [--frames 512] [--naive-frames 48] [--depth small large] [--batch 32]
+    python benchmarks/depth_throughput.py --device cpu --frames 4 --naive-frames 2 --batch 2 --depth small  # smoke
 
 Full-size architectures with random weights (the same FLOPs as trained ones): RTMDet-m, RTMPose-l 384x288, Depth
-Anything V2 Small and Large metric. Frames are 1000x1000 JPEGs (Human3.6M's size) written first.
+Anything V2 Small and Large metric. RTMDet's checkpoint is the tests' one (random but for person-sized,
+person-class biases), so every frame has a person and pose and depth run on all of them, as on real data.
+Frames are 1000x1000 JPEGs (Human3.6M's size) written first.
 
 (a) naive: one frame at a time, fp32: decode, mmdet `inference_detector`, mmpose `inference_topdown` on the chosen
     box, Depth Anything on the CPU-resized frame, the full-resolution upsample, numpy sampling, write the NPZ.
@@ -39,14 +42,17 @@ from shardprep.stages.depth.keypoints import coco_to_h36m
 from shardprep.stages.depth.pipeline import frame_arrays
 from shardprep.stages.depth.selection import select_person
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from models.depth_models import rtmdet_checkpoint
+
 DETECTOR = "mmdet::rtmdet/rtmdet_m_8xb32-300e_coco.py"
 POSE = "mmpose::body_2d_keypoint/rtmpose/body8/rtmpose-l_8xb256-420e_body8-384x288.py"
 # Depth Anything V2 metric, as in the published *-hf configs: DINOv2 backbone size, layers tapped, DPT neck widths.
 DEPTH = {
-    "small": dict(hidden_size=384, num_hidden_layers=12, num_attention_heads=6, out=[3, 6, 9, 12],
-                  neck=[48, 96, 192, 384], fusion=64),
-    "large": dict(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, out=[5, 12, 18, 24],
-                  neck=[256, 512, 1024, 1024], fusion=256),
+    "small": {"hidden_size": 384, "num_hidden_layers": 12, "num_attention_heads": 6, "out": [3, 6, 9, 12],
+              "neck": [48, 96, 192, 384], "fusion": 64},
+    "large": {"hidden_size": 1024, "num_hidden_layers": 24, "num_attention_heads": 16, "out": [5, 12, 18, 24],
+              "neck": [256, 512, 1024, 1024], "fusion": 256},
 }
 SIZE = (1000, 1000)
 RADIUS = 3
@@ -90,17 +96,25 @@ def depth_model(folder: Path, size: str) -> Path:
     return path
 
 
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
 def naive(stage, dataset: MMPoseDataset, items, out: Path) -> float:
     """One frame at a time through the libraries' own single-image APIs, fp32; returns seconds."""
     import cv2
     from mmdet.apis import inference_detector
     from mmpose.apis import inference_topdown
+    from mmpose.utils import adapt_mmdet_pipeline
 
     models = stage.models
+    # mmpose's own fix for running an mmdet pipeline after mmpose set the default registry scope (its demos do this).
+    models.detector.model.cfg = adapt_mmdet_pipeline(models.detector.model.cfg)
     depth_net = models.depth.model
     mean = np.array([0.485, 0.456, 0.406]) * 255
     std = np.array([0.229, 0.224, 0.225]) * 255
-    torch.cuda.synchronize()
+    synchronize(models.device)
     start = time.perf_counter()
     for item in items:
         payload = dataset.read(item)  # decode in the loop
@@ -118,7 +132,7 @@ def naive(stage, dataset: MMPoseDataset, items, out: Path) -> float:
             height, width = image.shape[:2]
             resized = cv2.resize(image.astype(np.float32), depth_input_size((height, width))[::-1],
                                  interpolation=cv2.INTER_CUBIC)
-            pixels = torch.from_numpy(((resized - mean) / std).transpose(2, 0, 1)[None]).float().cuda()
+            pixels = torch.from_numpy(((resized - mean) / std).transpose(2, 0, 1)[None]).float().to(models.device)
             with torch.no_grad():
                 small = depth_net(pixel_values=pixels).predicted_depth
             full = F.interpolate(small[:, None], (height, width), mode="bilinear", align_corners=True)[0, 0]
@@ -126,7 +140,7 @@ def naive(stage, dataset: MMPoseDataset, items, out: Path) -> float:
             depth = naive_sample(full, pose["keypoints"])
         arrays = frame_arrays(image.shape[:2], box, pose, depth, RADIUS)
         write_npz(out / f"{item.id}.npz", arrays)
-    torch.cuda.synchronize()
+    synchronize(models.device)
     return time.perf_counter() - start
 
 
@@ -147,31 +161,31 @@ def staged(stage, dataset: MMPoseDataset, items, run_dir: Path) -> float:
     """The runtime worker's loop: read-ahead threads, batches, `stage.process`, `ShardStore.write`; seconds."""
     store = ShardStore(run_dir, 0, stage.outputs, "benchmark")
     missing = {item.id: frozenset({"depth"}) for item in items}
-    torch.cuda.synchronize()
+    synchronize(stage.models.device)
     start = time.perf_counter()
     for batch in _batches(_read_ahead(dataset, items, missing, stage.read_workers, stage.batch_size), stage.batch_size):
         for work, result in zip(batch, stage.process(batch)):
             if isinstance(result, BaseException):
                 raise result
             store.write(work.item.id, result)
-    torch.cuda.synchronize()
+    synchronize(stage.models.device)
     return time.perf_counter() - start
 
 
-def matmul_peak() -> float:
-    """bf16 dense matrix-product rate of this GPU, TFLOP/s (median of 10 after warm-up)."""
-    a = torch.randn(8192, 8192, device="cuda", dtype=torch.bfloat16)
-    b = torch.randn(8192, 8192, device="cuda", dtype=torch.bfloat16)
+def matmul_peak(device: torch.device) -> float:
+    """Dense matrix-product rate, TFLOP/s (median of 10 after warm-up): bf16 8192^3 on a GPU, fp32 2048^3 on CPU."""
+    size, dtype = (8192, torch.bfloat16) if device.type == "cuda" else (2048, torch.float32)
+    a = torch.randn(size, size, device=device, dtype=dtype)
+    b = torch.randn(size, size, device=device, dtype=dtype)
     times = []
     for repeat in range(13):
-        begin, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        begin.record()
+        synchronize(device)
+        begin = time.perf_counter()
         a @ b
-        end.record()
-        torch.cuda.synchronize()
+        synchronize(device)
         if repeat >= 3:
-            times.append(begin.elapsed_time(end) / 1e3)
-    return 2 * 8192**3 / float(np.median(times)) / 1e12
+            times.append(time.perf_counter() - begin)
+    return 2 * size**3 / float(np.median(times)) / 1e12
 
 
 def depth_alone(stage, batch: int) -> tuple[float, float]:
@@ -180,20 +194,21 @@ def depth_alone(stage, batch: int) -> tuple[float, float]:
 
     from shardprep.stages.depth.models import autocast
 
-    net = stage.models.depth.model
-    pixels = torch.randn(batch, 3, 518, 518, device="cuda")
+    net, device = stage.models.depth.model, stage.models.device
+    pixels = torch.randn(batch, 3, 518, 518, device=device)
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
         net(pixel_values=pixels[:1])
     gflop = counter.get_total_flops() / 1e9
-    with torch.no_grad(), autocast(torch.device("cuda"), stage.precision):
-        for _ in range(3):
+    repeats = 10 if device.type == "cuda" else 1
+    with torch.no_grad(), autocast(device, stage.precision):
+        for _ in range(min(3, repeats)):
             net(pixel_values=pixels)
-        torch.cuda.synchronize()
+        synchronize(device)
         start = time.perf_counter()
-        for _ in range(10):
+        for _ in range(repeats):
             net(pixel_values=pixels)
-        torch.cuda.synchronize()
-    return gflop, 10 * batch / (time.perf_counter() - start)
+        synchronize(device)
+    return gflop, repeats * batch / (time.perf_counter() - start)
 
 
 def main() -> None:
@@ -203,57 +218,71 @@ def main() -> None:
     parser.add_argument("--depth", nargs="+", default=["small", "large"], choices=sorted(DEPTH))
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--read-workers", type=int, default=min(8, os.cpu_count() or 1))
+    parser.add_argument("--device", default="cuda", help="cuda (the measurement) or cpu (a smoke run of the script)")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
-    if not torch.cuda.is_available():
-        sys.exit("depth_throughput.py measures GPU throughput: no CUDA device here")
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        sys.exit("depth_throughput.py measures GPU throughput: no CUDA device here (--device cpu for a smoke run)")
     rows = []
     with tempfile.TemporaryDirectory(prefix="depth-bench-") as tmp:
         folder = Path(tmp)
         dataset = make_frames(folder, args.frames)
         items = dataset.items()
-        peak = matmul_peak()
+        peak = matmul_peak(device)
         for size in args.depth:
             config = load_config([
-                "stage=depth", f"stage.detector.config={DETECTOR}", "stage.detector.checkpoint=null",
+                "stage=depth", f"stage.detector.config={DETECTOR}",
+                f"stage.detector.checkpoint={rtmdet_checkpoint(folder / 'rtmdet-m.pth', DETECTOR)}",
                 "stage.detector.score_threshold=0.0", f"stage.pose.config={POSE}", "stage.pose.checkpoint=null",
                 f"stage.depth.model={depth_model(folder, size)}", f"stage.batch_size={args.batch}",
-                f"stage.depth.batch_size={args.batch}", f"stage.read_workers={args.read_workers}", "stage.device=cuda",
+                f"stage.depth.batch_size={args.batch}", f"stage.read_workers={args.read_workers}", f"stage.device={args.device}",
             ])
             stage = build_stage(config)
             stage.setup()
             staged(stage, dataset, items[:2 * args.batch], folder / f"warm-{size}")  # cudnn autotuning, allocator
             naive(stage, dataset, items[:2], ensure(folder / "naive-warm"))
-            torch.cuda.reset_peak_memory_stats()
+            reset_peak_memory(device)
             naive_s = naive(stage, dataset, items[:args.naive_frames], ensure(folder / f"naive-{size}"))
-            naive_mem = torch.cuda.max_memory_allocated() / 2**30
-            torch.cuda.reset_peak_memory_stats()
+            naive_mem = peak_memory_gib(device)
+            reset_peak_memory(device)
             stage_s = staged(stage, dataset, items, folder / f"stage-{size}")
-            stage_mem = torch.cuda.max_memory_allocated() / 2**30
+            stage_mem = peak_memory_gib(device)
             gflop, alone_fps = depth_alone(stage, args.batch)
             naive_fps, stage_fps = args.naive_frames / naive_s, args.frames / stage_s
             rows.append({
                 "depth_model": size, "naive_fps": naive_fps, "stage_fps": stage_fps, "ratio": stage_fps / naive_fps,
                 "naive_peak_gib": naive_mem, "stage_peak_gib": stage_mem, "depth_gflop_per_frame": gflop,
-                "depth_alone_fps": alone_fps, "bf16_matmul_tflops": peak,
+                "depth_alone_fps": alone_fps, "matmul_tflops": peak,
                 "depth_alone_flop_fraction": gflop * alone_fps / 1e3 / peak,
                 "stage_depth_flop_fraction": gflop * stage_fps / 1e3 / peak,
                 "frames": args.frames, "naive_frames": args.naive_frames, "batch": args.batch,
-                "gpu": torch.cuda.get_device_name(), "torch": torch.__version__,
+                "gpu": torch.cuda.get_device_name() if device.type == "cuda" else "cpu", "torch": torch.__version__,
             })
             del stage
-            torch.cuda.empty_cache()
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1))
-    print(f"\n{rows[0]['gpu']}, torch {rows[0]['torch']}, bf16 matmul {rows[0]['bf16_matmul_tflops']:.0f} TFLOP/s; "
+    print(f"\n{rows[0]['gpu']}, torch {rows[0]['torch']}, matmul {rows[0]['matmul_tflops']:.2f} TFLOP/s; "
           f"{args.frames} frames 1000x1000 (naive: first {args.naive_frames}), batch {args.batch}")
     print(f"{'depth':>6} {'naive f/s':>10} {'stage f/s':>10} {'ratio':>6} {'naive GiB':>10} {'stage GiB':>10} "
           f"{'GFLOP/f':>8} {'DA alone f/s':>12} {'DA alone %peak':>14} {'stage DA %peak':>14}")
     for row in rows:
-        print(f"{row['depth_model']:>6} {row['naive_fps']:10.1f} {row['stage_fps']:10.1f} {row['ratio']:6.1f} "
+        print(f"{row['depth_model']:>6} {row['naive_fps']:10.2f} {row['stage_fps']:10.2f} {row['ratio']:6.1f} "
               f"{row['naive_peak_gib']:10.2f} {row['stage_peak_gib']:10.2f} {row['depth_gflop_per_frame']:8.0f} "
               f"{row['depth_alone_fps']:12.1f} {100 * row['depth_alone_flop_fraction']:13.0f}% "
               f"{100 * row['stage_depth_flop_fraction']:13.0f}%")
+
+
+def reset_peak_memory(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+
+
+def peak_memory_gib(device: torch.device) -> float:
+    """Peak GPU memory allocated since the last reset (NaN on the CPU)."""
+    return torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else float("nan")
 
 
 def ensure(path: Path) -> Path:

@@ -6,8 +6,8 @@ import importlib.util
 from pathlib import Path
 
 import pytest
-
 from conftest import launch
+
 from shardprep.runtime.build import build_stage
 from shardprep.runtime.config import load_config
 from shardprep.runtime.errors import ConfigError

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import SLURM_TEST_CLUSTER, launch
 
 STACK = ("torch", "mmcv", "mmdet", "mmpose", "transformers")
@@ -22,7 +21,7 @@ pytestmark = [
                                               "bash install.sh"),
 ]
 
-from models.depth_models import model_overrides, rtmdet_checkpoint, tiny_depth_anything  # noqa: E402
+from models.depth_models import model_overrides, rtmdet_checkpoint, tiny_depth_anything
 
 SHAPES = {"keypoints": ((17, 2), np.float32), "scores": ((17,), np.float32), "depth_point": ((17,), np.float32),
           "depth_min": ((17,), np.float32), "depth_max": ((17,), np.float32), "in_image": ((17,), np.bool_),
@@ -48,7 +47,7 @@ def check_frame(arrays: dict[str, np.ndarray], image_size=(512, 512)) -> None:
         assert np.all(arrays["depth_min"] <= arrays["depth_point"])
         assert np.all(arrays["depth_point"] <= arrays["depth_max"])
         assert np.all((arrays["depth_min"] > 0) & (arrays["depth_max"] < MAX_DEPTH))
-        x1, y1, x2, y2, score = arrays["bbox"]
+        x1, y1, x2, y2, _ = arrays["bbox"]
         assert 0 <= x1 < x2 <= image_size[1] and 0 <= y1 < y2 <= image_size[0]
     else:
         assert not arrays["keypoints"].any() and not arrays["scores"].any() and not arrays["depth_point"].any()

@@ -7,13 +7,13 @@ import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch", reason="torch is not installed (bash install.sh installs the model stack)")
-import torch.nn.functional as F  # noqa: E402
+import torch.nn.functional as F
 
-from shardprep.stages.depth.geometry import TopdownCrop  # noqa: E402
-from shardprep.stages.depth.imageops import letterbox, warp_crops  # noqa: E402
-from shardprep.stages.depth.keypoints import coco_to_h36m  # noqa: E402
-from shardprep.stages.depth.pipeline import estimate_keypoints  # noqa: E402
-from shardprep.stages.depth.sampling import features_at, joint_depths, upsampled_at  # noqa: E402
+from shardprep.stages.depth.geometry import TopdownCrop
+from shardprep.stages.depth.imageops import letterbox, warp_crops
+from shardprep.stages.depth.keypoints import coco_to_h36m
+from shardprep.stages.depth.pipeline import estimate_keypoints
+from shardprep.stages.depth.sampling import features_at, joint_depths, upsampled_at
 
 TOL = 1e-3
 
@@ -96,7 +96,7 @@ def test_joint_depths_on_a_ramp():
     # D(x, y) = 2 + 0.05 x + 0.025 y exactly (align_corners=True: xs = x * 8 / 80, ys = y * 4 / 40).
     ys, xs = torch.meshgrid(torch.arange(5.0), torch.arange(9.0), indexing="ij")
     depth = (2 + 0.5 * xs + 0.25 * ys)[None]
-    ramp = lambda x, y: 2 + 0.05 * x + 0.025 * y  # noqa: E731
+    ramp = lambda x, y: 2 + 0.05 * x + 0.025 * y
     keypoints = np.array([[[40.2, 20.4], [0.0, 0.0], [-5.0, 10.0], [80.6, 40.0]]])
     out = joint_depths(depth, (41, 81), keypoints, radius=2)
     np.testing.assert_allclose(out["depth_point"][0], [ramp(40, 20), ramp(0, 0), ramp(0, 10), ramp(80, 40)], atol=1e-5)

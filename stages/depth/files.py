@@ -27,7 +27,7 @@ def resolve_config(spec: str) -> Path:
     if found is None or not found.submodule_search_locations:
         raise ConfigError(f"config {spec!r}: package {package!r} is not installed (install the model stack: "
                           "bash install.sh)")
-    return Path(list(found.submodule_search_locations)[0]) / ".mim" / "configs" / relative
+    return Path(next(iter(found.submodule_search_locations))) / ".mim" / "configs" / relative
 
 
 def resolve_depth_model(spec: str) -> Path:

@@ -15,10 +15,10 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
+from shardprep.stages.depth.files import resolve_config, resolve_depth_model
 from shardprep.stages.depth.geometry import TopdownCrop
 from shardprep.stages.depth.imageops import warp_crops
 from shardprep.stages.depth.keypoints import coco_to_h36m
-from shardprep.stages.depth.files import resolve_config, resolve_depth_model
 from shardprep.stages.depth.models import DepthEstimator, Detector, PoseEstimator, chunks
 from shardprep.stages.depth.sampling import features_at, joint_depths
 from shardprep.stages.depth.selection import select_person
@@ -55,11 +55,11 @@ class Models:
                               "cpu" if device_name == "auto" else device_name)
         if device.type == "cuda":
             torch.backends.cudnn.benchmark = True  # fixed input sizes per model: autotuned convolutions pay off
-        for part, label in ((detector, "detector"), (pose, "pose")):
-            if part is pose or detector["kind"] != "gt":
-                if not part.get("checkpoint"):
-                    log.warning("stage.%s.checkpoint is null: %s runs with RANDOM weights (tests and benchmarks only)",
-                                label, part["config"])
+        used = [("pose", pose)] if detector["kind"] == "gt" else [("detector", detector), ("pose", pose)]
+        for label, part in used:
+            if not part.get("checkpoint"):
+                log.warning("stage.%s.checkpoint is null: %s runs with RANDOM weights (tests and benchmarks only)",
+                            label, part["config"])
         return cls(
             device=device,
             detector=None if detector["kind"] == "gt" else Detector(

@@ -31,8 +31,8 @@ def tiny_depth_anything(folder: Path, max_depth: int = 20) -> Path:
     return folder
 
 
-def rtmdet_checkpoint(path: Path, distance: float = 3.0) -> Path:
-    """An RTMDet-tiny checkpoint: seeded random weights, except that each level's box regression outputs about
+def rtmdet_checkpoint(path: Path, config: str = RTMDET_TINY, distance: float = 3.0) -> Path:
+    """An RTMDet checkpoint (tiny by default; the benchmark uses it for RTMDet-m): seeded random weights, except that each level's box regression outputs about
     `distance` strides to every side (boxes of 48-192 px) and the person class scores highest, so the detector finds
     person boxes on any frame."""
     import torch
@@ -41,7 +41,7 @@ def rtmdet_checkpoint(path: Path, distance: float = 3.0) -> Path:
     from shardprep.stages.depth.files import resolve_config
 
     torch.manual_seed(0)
-    model = init_detector(str(resolve_config(RTMDET_TINY)), None, device="cpu")
+    model = init_detector(str(resolve_config(config)), None, device="cpu")
     with torch.no_grad():
         for conv in model.bbox_head.rtm_reg:
             conv.weight.mul_(0.01)
