@@ -43,9 +43,10 @@ class Layout:
     members: dict[str, Member]
 
     @classmethod
-    def of(cls, path: Path, keys: Sequence[str]) -> Layout | None:
+    def of(cls, path: str | Path, keys: Sequence[str]) -> Layout | None:
         """The layout of `path` for reading `keys`; None where it cannot serve as a template."""
-        raw = path.read_bytes()
+        with open(path, "rb") as handle:
+            raw = handle.read()
         fixed = np.ones(len(raw), dtype=bool)
         members = {}
         with zipfile.ZipFile(path) as archive:
@@ -82,9 +83,10 @@ class Layout:
         template = np.frombuffer(raw, dtype=np.uint8)[fixed].copy()
         return cls(len(raw), fixed, template, {key: members[key] for key in keys})
 
-    def read(self, path: Path) -> dict[str, np.ndarray] | None:
+    def read(self, path: str | Path) -> dict[str, np.ndarray] | None:
         """The arrays of `path` if it has this layout and intact members, else None. Raises OSError if unreadable."""
-        raw = path.read_bytes()
+        with open(path, "rb") as handle:
+            raw = handle.read()
         if len(raw) != self.size or not np.array_equal(np.frombuffer(raw, dtype=np.uint8)[self.fixed], self.template):
             return None
         arrays = {}

@@ -12,6 +12,7 @@ import os
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from multiprocessing import get_context
 from pathlib import Path
 
@@ -35,33 +36,43 @@ Spec = Mapping[str, tuple[tuple[int, ...], np.dtype]]
 
 @dataclass(frozen=True)
 class Checkpoints:
-    """Where each item's checkpoint of one output is, and which shard holds it."""
+    """Where each item's checkpoint of one output is, and which shard holds it.
 
-    paths: list[Path]
+    `files` are plain strings: a merge handles a million of them, and `Path` objects cost more than the reading;
+    `paths` gives them as `Path`s, built on first use.
+    """
+
+    files: list[str]
     shards: np.ndarray  # (items,) shard of each item
+    folders: list[str]  # per shard
 
     @classmethod
     def locate(cls, run_dir: Path, manifest: Manifest, items: Sequence[Item], suffix: str) -> Checkpoints:
-        paths, shards = [], np.empty(len(items), dtype=np.int64)
+        files, shards, folders = [], np.empty(len(items), dtype=np.int64), []
         for shard, (start, end) in enumerate(manifest.plan):
-            folder = run_dir / "checkpoints" / shard_name(shard)
-            paths.extend(folder / f"{item.id}.{suffix}" for item in items[start:end])
+            folder = os.path.join(run_dir, "checkpoints", shard_name(shard))
+            files.extend(f"{folder}/{item.id}.{suffix}" for item in items[start:end])
             shards[start:end] = shard
-        return cls(paths, shards)
+            folders.append(folder)
+        return cls(files, shards, folders)
+
+    @cached_property
+    def paths(self) -> list[Path]:
+        return [Path(file) for file in self.files]
 
     def present(self) -> np.ndarray:
         """(items,) bool: the file exists. One directory listing per shard, no per-file stat calls."""
-        listed: dict[Path, set[str]] = {}
-        for folder in {path.parent for path in self.paths}:
+        listed: set[str] = set()
+        for folder in self.folders:
             try:
                 with os.scandir(folder) as entries:
-                    listed[folder] = {entry.name for entry in entries}
+                    listed.update(f"{folder}/{entry.name}" for entry in entries)
             except FileNotFoundError:
-                listed[folder] = set()
-        return np.array([path.name in listed[path.parent] for path in self.paths], dtype=bool)
+                continue
+        return np.array([file in listed for file in self.files], dtype=bool)
 
 
-def spec_of(path: Path, keys: Sequence[str]) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+def spec_of(path: str | Path, keys: Sequence[str]) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
     """Shape and dtype of `keys` in one checkpoint: the layout every other checkpoint must have."""
     headers = npz_headers(path)
     missing = [key for key in keys if key not in headers]
@@ -70,7 +81,7 @@ def spec_of(path: Path, keys: Sequence[str]) -> dict[str, tuple[tuple[int, ...],
     return {key: headers[key] for key in keys}
 
 
-def read_all(paths: Sequence[Path], spec: Spec, fingerprint: str, workers: int,
+def read_all(paths: Sequence[str | Path], spec: Spec, fingerprint: str, workers: int,
              desc: str = "merge") -> tuple[dict[str, np.ndarray], np.ndarray]:
     """Stack `spec`'s arrays of every file, in order: (arrays (len(paths), ...), status per file).
 
@@ -92,7 +103,7 @@ def read_all(paths: Sequence[Path], spec: Spec, fingerprint: str, workers: int,
     return arrays, status
 
 
-def _template(paths: Sequence[Path], keys: Sequence[str]) -> Layout | None:
+def _template(paths: Sequence[str | Path], keys: Sequence[str]) -> Layout | None:
     """The layout of the first file that parses (later files that differ fall back to `np.load`)."""
     for path in paths:
         try:
@@ -111,7 +122,7 @@ def _collect(chunks, starts, arrays, status, bar) -> None:
         bar.update(end - start)
 
 
-def _read_chunk(job: tuple[list[Path], Spec, str, Layout | None]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+def _read_chunk(job: tuple[list[str | Path], Spec, str, Layout | None]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     paths, spec, fingerprint, layout = job
     arrays = {key: np.zeros((len(paths), *shape), dtype=dtype) for key, (shape, dtype) in spec.items()}
     status = np.zeros(len(paths), dtype=np.uint8)
@@ -122,7 +133,7 @@ def _read_chunk(job: tuple[list[Path], Spec, str, Layout | None]) -> tuple[np.nd
     return status, arrays
 
 
-def _read_one(path: Path, spec: Spec, fingerprint: str, layout: Layout | None) -> tuple[int, dict[str, np.ndarray]]:
+def _read_one(path: str | Path, spec: Spec, fingerprint: str, layout: Layout | None) -> tuple[int, dict[str, np.ndarray]]:
     try:
         values = layout.read(path) if layout is not None else None
         if values is None:

@@ -65,12 +65,12 @@ class RowMerge:
         if not (status == OK).any():
             raise ConfigError(f"no *.{self.suffix} checkpoints in {job.run_dir}: launch the stage first")
         keys = sorted({*self.fields, *([self.valid_from] if self.valid_from else [])})
-        first = checkpoints.paths[int(np.argmax(status == OK))]
+        first = checkpoints.files[int(np.argmax(status == OK))]
         try:
             spec = spec_of(first, keys)
         except (OSError, ValueError) as error:
             raise ConfigError(f"conf/merge/{config['stage']['name']}.yaml does not fit the checkpoints: {error}") from None
-        arrays, status = read_all(checkpoints.paths, spec, job.manifest.fingerprint, job.workers,
+        arrays, status = read_all(checkpoints.files, spec, job.manifest.fingerprint, job.workers,
                                   desc=f"merge {dataset.name}")
         if not job.allow_partial:
             _refuse_incomplete(job, items, checkpoints, status)
