@@ -35,7 +35,7 @@ from shardprep.datasets.mmpose_npz import MMPoseDataset
 from shardprep.runtime.build import build_stage
 from shardprep.runtime.config import load_config
 from shardprep.runtime.npz import write_npz
-from shardprep.runtime.store import ShardStore
+from shardprep.runtime.store import ShardStore, shard_name
 from shardprep.runtime.worker import _batches, _read_ahead
 from shardprep.stages.depth.geometry import depth_input_size
 from shardprep.stages.depth.keypoints import coco_to_h36m
@@ -236,7 +236,8 @@ def main() -> None:
                 f"stage.detector.checkpoint={rtmdet_checkpoint(folder / 'rtmdet-m.pth', DETECTOR)}",
                 "stage.detector.score_threshold=0.0", f"stage.pose.config={POSE}", "stage.pose.checkpoint=null",
                 f"stage.depth.model={depth_model(folder, size)}", f"stage.batch_size={args.batch}",
-                f"stage.depth.batch_size={args.batch}", f"stage.read_workers={args.read_workers}", f"stage.device={args.device}",
+                f"stage.depth.batch_size={args.batch}", f"stage.read_workers={args.read_workers}",
+                f"stage.device={args.device}",
             ])
             stage = build_stage(config)
             stage.setup()
@@ -255,6 +256,7 @@ def main() -> None:
                 "naive_peak_gib": naive_mem, "stage_peak_gib": stage_mem, "depth_gflop_per_frame": gflop,
                 "depth_alone_fps": alone_fps, "matmul_tflops": peak,
                 "depth_alone_flop_fraction": gflop * alone_fps / 1e3 / peak,
+                **agreement(folder / f"naive-{size}", folder / f"stage-{size}" / "checkpoints" / shard_name(0)),
                 "stage_depth_flop_fraction": gflop * stage_fps / 1e3 / peak,
                 "frames": args.frames, "naive_frames": args.naive_frames, "batch": args.batch,
                 "gpu": torch.cuda.get_device_name() if device.type == "cuda" else "cpu", "torch": torch.__version__,
@@ -273,6 +275,9 @@ def main() -> None:
               f"{row['naive_peak_gib']:10.2f} {row['stage_peak_gib']:10.2f} {row['depth_gflop_per_frame']:8.0f} "
               f"{row['depth_alone_fps']:12.1f} {100 * row['depth_alone_flop_fraction']:13.0f}% "
               f"{100 * row['stage_depth_flop_fraction']:13.0f}%")
+        print(f"{'':>6} naive vs stage on {row['frames_detected_by_both']} frames: median |d keypoint| "
+              f"{row['median_keypoint_diff_px']:.2f} px, "
+              f"median |d depth_point| {row['median_depth_point_diff_m']:.4f} m")
 
 
 def reset_peak_memory(device: torch.device) -> None:
@@ -283,6 +288,25 @@ def reset_peak_memory(device: torch.device) -> None:
 def peak_memory_gib(device: torch.device) -> float:
     """Peak GPU memory allocated since the last reset (NaN on the CPU)."""
     return torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else float("nan")
+
+
+def agreement(naive_dir: Path, stage_dir: Path) -> dict[str, float]:
+    """How far the stage's outputs are from the naive way's on the frames both processed (they differ by bf16 and
+    by torch vs OpenCV resampling): median |keypoint difference| px and |depth_point difference| m."""
+    points, depths, both = [], [], 0
+    for path in sorted(naive_dir.glob("*.npz")):
+        with np.load(path, allow_pickle=False) as naive_npz, \
+                np.load(stage_dir / path.name, allow_pickle=False) as stage_npz:
+            if naive_npz["detected"] and stage_npz["detected"]:
+                both += 1
+                points.append(np.linalg.norm(naive_npz["keypoints"] - stage_npz["keypoints"], axis=1))
+                depths.append(np.abs(naive_npz["depth_point"] - stage_npz["depth_point"]))
+    return {"frames_detected_by_both": both, "median_keypoint_diff_px": _median(points),
+            "median_depth_point_diff_m": _median(depths)}
+
+
+def _median(values: list[np.ndarray]) -> float:
+    return float(np.median(np.concatenate(values))) if values else float("nan")
 
 
 def ensure(path: Path) -> Path:

@@ -2,8 +2,8 @@
 
 RTMPose needs no file: its config ships in the mmpose wheel and checkpoint=None gives random weights. RTMDet with
 fully random weights regresses sub-pixel boxes of random classes, so its checkpoint is random except the biases of
-the box regression (person-sized boxes) and of the classifier (class 0, person, scores highest). Depth Anything V2 loads with `from_pretrained`, so a tiny metric
-config is saved to a folder.
+the box regression (person-sized boxes) and of the classifier (class 0, person, scores highest). Depth Anything V2
+loads with `from_pretrained`, so a tiny metric config is saved to a folder.
 """
 
 from __future__ import annotations
@@ -32,9 +32,9 @@ def tiny_depth_anything(folder: Path, max_depth: int = 20) -> Path:
 
 
 def rtmdet_checkpoint(path: Path, config: str = RTMDET_TINY, distance: float = 3.0) -> Path:
-    """An RTMDet checkpoint (tiny by default; the benchmark uses it for RTMDet-m): seeded random weights, except that each level's box regression outputs about
-    `distance` strides to every side (boxes of 48-192 px) and the person class scores highest, so the detector finds
-    person boxes on any frame."""
+    """An RTMDet checkpoint (tiny by default; the benchmark uses it for RTMDet-m): seeded random weights, except
+    that each level's box regression outputs about `distance` strides to every side (boxes of 48-192 px) and the
+    person class scores highest, so the detector finds person boxes on any frame."""
     import torch
     from mmdet.apis import init_detector
 
