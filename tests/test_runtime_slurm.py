@@ -16,6 +16,8 @@ import numpy as np
 import pytest
 from conftest import SLURM_TEST_CLUSTER, launch
 
+from shardprep.runtime.errors import ConfigError
+from shardprep.runtime.executor import check_array_size, max_array_size
 from shardprep.runtime.manifest import submissions
 from shardprep.runtime.npz import read_npz
 from shardprep.runtime.progress import ShardProgress
@@ -92,6 +94,8 @@ def test_array_of_three_equals_single_local_run(tmp_path: Path, demo_root: Path)
     launch("run.py", "shards=3", f"out_dir={slurm_run}", *SLURM_TEST_CLUSTER, demo_root=demo_root)
     launch("run.py", "shards=1", "cluster=local", f"out_dir={local_run}", demo_root=demo_root)
     assert len(submissions(slurm_run)) == 1 and submissions(slurm_run)[0]["shards"] == [0, 1, 2]
+    scripts = list((slurm_run / "logs").rglob("*_submission.sh"))  # submitit keeps the sbatch script it submitted
+    assert len(scripts) == 1 and "#SBATCH --array=0-2%" in scripts[0].read_text()
     states = sacct_states(last_job(slurm_run))
     assert sorted(states.values()) == ["COMPLETED"] * 3, states
     assert_complete_and_clean(slurm_run, 12)
@@ -194,3 +198,11 @@ def test_time_limit_requeues_the_task_which_finishes_from_its_checkpoints(tmp_pa
     assert sacct_states(last_job(run_dir))[task_id(run_dir, 0)] == "COMPLETED"
     status = json.loads(launch("status.py", f"out_dir={run_dir}", "output=json").stdout)
     assert status["shards"][0]["requeues"] >= 1 and status["totals"]["done"] == 24
+
+
+def test_more_shards_than_max_array_size_is_refused() -> None:
+    limit = max_array_size()
+    assert limit is not None  # the test cluster sets MaxArraySize explicitly
+    check_array_size(limit)
+    with pytest.raises(ConfigError, match="MaxArraySize"):
+        check_array_size(limit + 1)
