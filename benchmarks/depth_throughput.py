@@ -4,8 +4,9 @@
     python benchmarks/depth_throughput.py --device cpu --frames 4 --naive-frames 2 --batch 2 --depth small  # smoke
 
 Full-size architectures with random weights (the same FLOPs as trained ones): RTMDet-m, RTMPose-l 384x288, Depth
-Anything V2 Small and Large metric. RTMDet's checkpoint is the tests' one (random but for person-sized,
-person-class biases), so every frame has a person and pose and depth run on all of them, as on real data.
+Anything V2 Small and Large metric (`random:small|large`, saved once under ~/.cache). RTMDet's checkpoint is the
+tests' one (random but for person-sized, person-class biases), so every frame has a person and pose and depth run
+on all of them, as on real data.
 Frames are 1000x1000 JPEGs (Human3.6M's size) written first.
 
 (a) naive: one frame at a time, fp32: decode, mmdet `inference_detector`, mmpose `inference_topdown` on the chosen
@@ -40,6 +41,7 @@ from shardprep.runtime.worker import _batches, _read_ahead
 from shardprep.stages.depth.geometry import depth_input_size
 from shardprep.stages.depth.keypoints import coco_to_h36m
 from shardprep.stages.depth.pipeline import frame_arrays
+from shardprep.stages.depth.random_models import SIZES
 from shardprep.stages.depth.selection import select_person
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
@@ -47,13 +49,6 @@ from models.depth_models import rtmdet_checkpoint
 
 DETECTOR = "mmdet::rtmdet/rtmdet_m_8xb32-300e_coco.py"
 POSE = "mmpose::body_2d_keypoint/rtmpose/body8/rtmpose-l_8xb256-420e_body8-384x288.py"
-# Depth Anything V2 metric, as in the published *-hf configs: DINOv2 backbone size, layers tapped, DPT neck widths.
-DEPTH = {
-    "small": {"hidden_size": 384, "num_hidden_layers": 12, "num_attention_heads": 6, "out": [3, 6, 9, 12],
-              "neck": [48, 96, 192, 384], "fusion": 64},
-    "large": {"hidden_size": 1024, "num_hidden_layers": 24, "num_attention_heads": 16, "out": [5, 12, 18, 24],
-              "neck": [256, 512, 1024, 1024], "fusion": 256},
-}
 SIZE = (1000, 1000)
 RADIUS = 3
 
@@ -78,22 +73,6 @@ def make_frames(folder: Path, count: int) -> MMPoseDataset:
         "part": np.zeros((count, 17, 3)), "S": np.zeros((count, 17, 4)),
     })
     return MMPoseDataset("bench", str(folder / "annotation.npz"), str(folder / "images"))
-
-
-def depth_model(folder: Path, size: str) -> Path:
-    from transformers import DepthAnythingConfig, DepthAnythingForDepthEstimation, Dinov2Config
-
-    spec = DEPTH[size]
-    backbone = Dinov2Config(hidden_size=spec["hidden_size"], num_hidden_layers=spec["num_hidden_layers"],
-                            num_attention_heads=spec["num_attention_heads"], intermediate_size=4 * spec["hidden_size"],
-                            patch_size=14, image_size=518, reshape_hidden_states=False,
-                            out_indices=spec["out"])
-    config = DepthAnythingConfig(backbone_config=backbone, depth_estimation_type="metric", max_depth=20,
-                                 reassemble_hidden_size=spec["hidden_size"], patch_size=14,
-                                 neck_hidden_sizes=spec["neck"], fusion_hidden_size=spec["fusion"], head_hidden_size=32)
-    path = folder / f"da-v2-{size}-metric"
-    DepthAnythingForDepthEstimation(config).save_pretrained(path)
-    return path
 
 
 def synchronize(device: torch.device) -> None:
@@ -215,7 +194,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--frames", type=int, default=512, help="frames for the stage")
     parser.add_argument("--naive-frames", type=int, default=48, help="the first N of them also go the naive way")
-    parser.add_argument("--depth", nargs="+", default=["small", "large"], choices=sorted(DEPTH))
+    parser.add_argument("--depth", nargs="+", default=["small", "large"], choices=sorted(SIZES))
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--read-workers", type=int, default=min(8, os.cpu_count() or 1))
     parser.add_argument("--device", default="cuda", help="cuda (the measurement) or cpu (a smoke run of the script)")
@@ -235,7 +214,7 @@ def main() -> None:
                 "stage=depth", f"stage.detector.config={DETECTOR}",
                 f"stage.detector.checkpoint={rtmdet_checkpoint(folder / 'rtmdet-m.pth', DETECTOR)}",
                 "stage.detector.score_threshold=0.0", f"stage.pose.config={POSE}", "stage.pose.checkpoint=null",
-                f"stage.depth.model={depth_model(folder, size)}", f"stage.batch_size={args.batch}",
+                f"stage.depth.model=random:{size}", f"stage.batch_size={args.batch}",
                 f"stage.depth.batch_size={args.batch}", f"stage.read_workers={args.read_workers}",
                 f"stage.device={args.device}",
             ])

@@ -14,11 +14,11 @@ from pathlib import Path
 from shardprep.runtime.atomic import TEMP_PREFIX
 from shardprep.runtime.errors import ConfigError
 
-# DINOv2 backbone sizes of the published V2 checkpoints: (hidden, layers, heads, neck widths, fusion width).
+# The published V2 checkpoints: DINOv2 (hidden, layers, heads), the 4 layers the DPT neck reads, neck and fusion widths.
 SIZES = {
-    "small": (384, 12, 6, [48, 96, 192, 384], 64),
-    "base": (768, 12, 12, [96, 192, 384, 768], 128),
-    "large": (1024, 24, 16, [256, 512, 1024, 1024], 256),
+    "small": (384, 12, 6, [3, 6, 9, 12], [48, 96, 192, 384], 64),
+    "base": (768, 12, 12, [3, 6, 9, 12], [96, 192, 384, 768], 128),
+    "large": (1024, 24, 16, [5, 12, 18, 24], [256, 512, 1024, 1024], 256),
 }
 
 
@@ -26,8 +26,9 @@ def cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "shardprep" / "models"
 
 
-def random_depth_model(size: str, max_depth: float = 20.0) -> Path:
-    """The folder of a seeded random-weight V2 metric model of `size`, created on first use."""
+def random_depth_model(size: str, max_depth: int = 20) -> Path:
+    """The folder of a seeded random-weight V2 metric model of `size`, created on first use. (`max_depth` is an int:
+    transformers 5 validates config fields strictly and refuses 20.0.)"""
     if size not in SIZES:
         raise ConfigError(f"stage.depth.model=random:{size}: use random:{', random:'.join(SIZES)}")
     folder = cache_dir() / f"depth-anything-v2-{size}-metric-random"
@@ -36,8 +37,7 @@ def random_depth_model(size: str, max_depth: float = 20.0) -> Path:
     import torch
     from transformers import DepthAnythingConfig, DepthAnythingForDepthEstimation, Dinov2Config
 
-    hidden, layers, heads, neck, fusion = SIZES[size]
-    picked = [layers // 4 * k for k in range(1, 5)]  # the four backbone layers the DPT neck reads
+    hidden, layers, heads, picked, neck, fusion = SIZES[size]
     backbone = Dinov2Config(hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
                             intermediate_size=4 * hidden, patch_size=14, image_size=518,
                             out_features=[f"stage{i}" for i in picked], reshape_hidden_states=False)
