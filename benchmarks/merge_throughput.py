@@ -109,11 +109,15 @@ def main() -> None:
     print("|---|---:|---:|---:|")
     for name, seconds in timings.items():
         print(f"| {name} | {seconds:.1f} | {options.frames / seconds:,.0f} | {base_time / seconds:.2f}x |")
-    best = min(timings[f"merge workers={w}"] for w in {1, options.workers})
-    per_worker = options.frames / best / options.workers
-    print(f"extrapolation, assuming reads scale with workers (not measured beyond {options.workers}): "
-          f"16 workers ~ {per_worker * 16:,.0f} frames/s, 1 M frames ~ {1e6 / (per_worker * 16) / 60:.1f} min")
-
+    if options.workers > 1:
+        # Amdahl: T(w) = serial + parallel / w. Two measured points give both parts, the rest is extrapolated.
+        one, many, n = timings["merge workers=1"], timings[f"merge workers={options.workers}"], options.workers
+        serial = min(one, max(0.0, (n * many - one) / (n - 1)))
+        parallel = one - serial
+        per_million = 1e6 / options.frames
+        print(f"Amdahl fit: serial {serial:.1f} s + parallel {parallel:.1f} s per {options.frames} frames; "
+              f"extrapolated (not measured) 1 M frames with 16 workers ~ "
+              f"{per_million * (serial + parallel / 16) / 60:.1f} min")
 
 if __name__ == "__main__":
     main()
