@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from shardprep.merge.job import MergeAfter
+from shardprep.launch.merge_after import MergeAfter
 from shardprep.runtime.config import load_config
 from shardprep.runtime.errors import ConfigError
 from shardprep.runtime.manifest import Manifest

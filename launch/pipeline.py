@@ -15,7 +15,7 @@ from functools import partial
 from typing import Any
 
 from shardprep.launch.cli import describe_submission, wait_and_report, guarded
-from shardprep.merge.job import MergeAfter
+from shardprep.launch.merge_after import MergeAfter
 from shardprep.runtime.config import load_config
 from shardprep.runtime.errors import ConfigError
 from shardprep.runtime.run import Submission, prepare, submit

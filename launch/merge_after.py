@@ -1,0 +1,69 @@
+"""`merge_after=true`: the merge submitted with the array, to run once every array task succeeded.
+
+The merge itself (merge/) only reads checkpoints and writes training files; submitting it as a SLURM job chained
+`afterok` to the array is the launcher's business, so it lives here.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from shardprep.merge.job import load_merge, run_merge
+from shardprep.runtime.config import positive_int
+from shardprep.runtime.executor import make_executor
+from shardprep.runtime.run import Submission
+
+
+class MergeTask:
+    """The merge as a submitit job: the same command line, with the run's folders made absolute."""
+
+    def __init__(self, argv: Sequence[str]) -> None:
+        self.argv = list(argv)
+
+    def __call__(self) -> list[str]:
+        return [str(path) for path in run_merge(self.argv)]
+
+
+class MergeAfter:
+    """`merge_after=true` on a stage launch. Built before submission, so a bad merge config submits nothing.
+
+    SLURM: the merge is submitted right after the array, to start only if every array task succeeded (`afterok`;
+    cancelled if one fails). Local/debug: it runs in this process once the shards are done.
+    """
+
+    def __init__(self, config: dict[str, Any], argv: Sequence[str], run_dir: Path) -> None:
+        merged_dir = Path(config["merged_dir"]).expanduser().resolve()
+        self.config = config
+        self.argv = [*argv, f"out_dir={run_dir}", f"merged_dir={merged_dir}"]
+        load_merge(self.argv)
+
+    def __call__(self, submission: Submission, finish: Callable[[], int]) -> int:
+        if submission.backend != "slurm":
+            code = finish()
+            if code == 0:
+                for path in run_merge(self.argv):
+                    print(f"merged: {path}")
+            return code
+        config = self.config
+        cluster = {**config["cluster"], "gpus_per_task": 0, "cpus_per_task": positive_int(config, "workers")}
+        cluster["additional"] = {**(cluster.get("additional") or {}), "kill_on_invalid_dep": "yes"}
+        name = f"shardprep-merge-{config['dataset']['name']}-{config['stage']['name']}"
+        executor = make_executor(cluster, "slurm", submission.run_dir / "logs", name)
+        executor.update_parameters(dependency=f"afterok:{submission.job_id}")
+        job = executor.submit(MergeTask(self.argv))
+        print(f"submitted merge job {job.job_id}: starts after job {submission.job_id} succeeds")
+        code = finish()
+        if not config["wait"]:
+            return code
+        try:
+            paths = job.result()
+        except Exception as error:  # submitit wraps the job's exception; its last line says what went wrong
+            lines = [line for line in str(error).splitlines() if line.strip()]
+            print(f"merge job {job.job_id} failed: {lines[-1] if lines else error}", file=sys.stderr)
+            return code or 1
+        for path in paths:
+            print(f"merged: {path}")
+        return code
