@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
+JOINTS = 17
 # H36M index -> COCO index for the joints that exist in both.
 COPIED_H36M = np.array([1, 2, 3, 4, 5, 6, 9, 11, 12, 13, 14, 15, 16])
 COPIED_COCO = np.array([12, 14, 16, 11, 13, 15, 0, 5, 7, 9, 6, 8, 10])

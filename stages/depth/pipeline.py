@@ -18,14 +18,12 @@ import torch
 from shardprep.stages.depth.files import resolve_config, resolve_depth_model
 from shardprep.stages.depth.geometry import TopdownCrop
 from shardprep.stages.depth.imageops import warp_crops
-from shardprep.stages.depth.keypoints import coco_to_h36m
+from shardprep.stages.depth.keypoints import JOINTS, coco_to_h36m
 from shardprep.stages.depth.models import DepthEstimator, Detector, PoseEstimator, chunks
 from shardprep.stages.depth.sampling import features_at, joint_depths
 from shardprep.stages.depth.selection import select_person
 
 log = logging.getLogger(__name__)
-
-JOINTS = 17
 
 
 class CropModel(Protocol):

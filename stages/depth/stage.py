@@ -8,7 +8,6 @@ frames, one forward per resolution; (4) per-joint depth sampled from it. A frame
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -18,10 +17,8 @@ import numpy as np
 from shardprep.runtime.errors import ConfigError
 from shardprep.stages.base import ArrayOutput, ItemResult, Stage, Work
 from shardprep.stages.depth.files import check_stack, resolve_config, resolve_depth_model
+from shardprep.stages.depth.keypoints import JOINTS
 
-log = logging.getLogger(__name__)
-
-JOINTS = 17
 SCHEMA = {
     "keypoints": (JOINTS, 2), "scores": (JOINTS,), "depth_point": (JOINTS,), "depth_min": (JOINTS,),
     "depth_max": (JOINTS,), "in_image": (JOINTS,), "bbox": (5,), "image_size": (2,), "detected": (),
