@@ -37,7 +37,7 @@ from shardprep.runtime.build import build_stage
 from shardprep.runtime.config import load_config
 from shardprep.runtime.npz import write_npz
 from shardprep.runtime.store import ShardStore, shard_name
-from shardprep.runtime.worker import _batches, _read_ahead
+from shardprep.runtime.worker import batches, read_ahead
 from shardprep.stages.depth.geometry import depth_input_size
 from shardprep.stages.depth.keypoints import coco_to_h36m
 from shardprep.stages.depth.pipeline import frame_arrays
@@ -142,7 +142,7 @@ def staged(stage, dataset: MMPoseDataset, items, run_dir: Path) -> float:
     missing = {item.id: frozenset({"depth"}) for item in items}
     synchronize(stage.models.device)
     start = time.perf_counter()
-    for batch in _batches(_read_ahead(dataset, items, missing, stage.read_workers, stage.batch_size), stage.batch_size):
+    for batch in batches(read_ahead(dataset, items, missing, stage.read_workers, stage.batch_size), stage.batch_size):
         for work, result in zip(batch, stage.process(batch)):
             if isinstance(result, BaseException):
                 raise result

@@ -79,7 +79,7 @@ def run_shard(run_dir: Path, shard: int) -> ShardReport:
     last_save = time.monotonic()
     job = current_job()
     with tqdm(total=len(todo), desc=f"shard {shard}", file=sys.stderr, mininterval=10) as bar:
-        for batch in _batches(_read_ahead(dataset, todo, missing, stage.read_workers, stage.batch_size), stage.batch_size):
+        for batch in batches(read_ahead(dataset, todo, missing, stage.read_workers, stage.batch_size), stage.batch_size):
             for work, result in zip(batch, _process(stage, batch)):
                 if isinstance(result, BaseException):
                     store.record_error(work.item.id, result, attempts[work.item.id] + 1, job)
@@ -102,7 +102,7 @@ def run_shard(run_dir: Path, shard: int) -> ShardReport:
     return ShardReport(shard, len(shard_items), attempt.processed, attempt.failed, remaining)
 
 
-def _read_ahead(
+def read_ahead(
     dataset: Dataset, items: Sequence[Item], missing: dict[str, frozenset[str]], workers: int, batch_size: int
 ) -> Iterator[Work | ReadFailure]:
     """Read items in background threads, a bounded window ahead, yielding them in order."""
@@ -125,7 +125,7 @@ def _read_ahead(
                 yield ReadFailure(item, error)
 
 
-def _batches(works: Iterable[Work | ReadFailure], size: int) -> Iterator[list[Work] | list[ReadFailure]]:
+def batches(works: Iterable[Work | ReadFailure], size: int) -> Iterator[list[Work] | list[ReadFailure]]:
     """Group readable items into batches; an unreadable one goes through alone so its error gets recorded."""
     batch: list[Work] = []
     for work in works:
