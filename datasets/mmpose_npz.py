@@ -44,7 +44,7 @@ def read_rgb(path: Path) -> np.ndarray:
     """Decode an image as (H, W, 3) uint8 RGB, with an error that names the file."""
     try:
         with Image.open(path) as image:
-            return np.asarray(image.convert("RGB"))
+            return np.array(image.convert("RGB"))  # writable: tensors made from it need no copy or warning
     except FileNotFoundError:
         raise FileNotFoundError(f"image not found: {path} (check dataset.image_root)") from None
     except (UnidentifiedImageError, OSError) as error:
