@@ -74,6 +74,11 @@ done
 
 REPO_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 PY="${PYTHON:-python3}"
+if ! PY_PATH="$(command -v "$PY")"; then
+  echo "[install.sh] ERROR: '$PY' not found (set PYTHON=/path/to/python)" >&2; exit 1
+fi
+[[ "$PY_PATH" == /* ]] || PY_PATH="$PWD/$PY_PATH"
+PY="$PY_PATH"
 export MAX_JOBS="${MAX_JOBS:-2}"
 CACHE_ROOT="${XDG_CACHE_HOME:-$HOME/.cache}/shardprep"
 T0=$SECONDS
@@ -93,6 +98,9 @@ on_err() {
 }
 trap 'on_err $LINENO "$BASH_COMMAND"' ERR
 trap 'rm -rf "$WORK"' EXIT
+# Run every check outside the checkout: the repo root holds folders such as datasets/ that would shadow
+# installed packages of the same name (e.g. Hugging Face `datasets`, probed by transformers).
+cd "$WORK"
 
 # pip with our extra constraints (the ones in pip's own config files still apply as well), without the
 # "Location ... is ignored" noise that find-links/extra-index pointing at missing folders produce.
@@ -134,8 +142,9 @@ ensure() {
     while [ "$1" != "--" ]; do args+=("$1"); shift; done
     shift
   fi
-  local missing=()
-  mapfile -t missing < <(unsatisfied "$@")
+  local out missing=()
+  out="$(unsatisfied "$@")" || die "$label: could not check the installed versions of: $*"
+  [ -z "$out" ] || mapfile -t missing <<<"$out"
   if [ ${#missing[@]} -eq 0 ]; then
     log "$label: already satisfied"
   else
@@ -146,7 +155,6 @@ ensure() {
 
 # ----------------------------------------------------------------------------------------------------------
 step "preflight"
-command -v "$PY" >/dev/null || die "'$PY' not found (set PYTHON=/path/to/python)"
 "$PY" -c 'import sys; assert sys.version_info >= (3, 10), sys.version' \
   || die "shardprep needs Python >= 3.10; '$PY' is $("$PY" -V 2>&1)"
 "$PY" -m pip --version >/dev/null 2>&1 || die "'$PY -m pip' does not work; install pip for this interpreter first"
@@ -156,6 +164,10 @@ if "$PY" -c 'import sys, sysconfig, os; sys.exit(0 if os.path.exists(os.path.joi
   [ -n "${PIP_BREAK_SYSTEM_PACKAGES:-}" ] || die "'$PY' is an externally managed system Python (PEP 668): activate a venv/conda env first (or set PIP_BREAK_SYSTEM_PACKAGES=1 if you really mean it)"
 fi
 log "mode: $MODE   repo: $REPO_DIR"
+# Console scripts of this interpreter (ninja, cython, ...) must be found even when its env is not activated:
+# without ninja on PATH torch's extension builder compiles mmcv one file at a time.
+SCRIPTS_DIR="$("$PY" -c 'import sysconfig; print(sysconfig.get_path("scripts"))')"
+export PATH="$SCRIPTS_DIR:$PATH"
 
 # ----------------------------------------------------------------------------------------------------------
 step "core runtime"
@@ -171,31 +183,72 @@ if [ "$MODE" = full ]; then
   "$PY" -c 'import pkg_resources' 2>/dev/null || die "pkg_resources is not importable although $SETUPTOOLS_SPEC is installed"
 
   # ------------------------------------------------------------------------------------------------------
+  # ------------------------------------------------------------------------------------------------------
+  step "probe what is installed (one import pass)"
+  # One interpreter start instead of one per check (importing torch alone takes seconds). Each answer is
+  # printed as soon as it is known, so a crash late in the probe keeps the earlier ones.
+  PROBE="$("$PY" - "$MMCV_PIN" "$XTCOCOTOOLS_PIN" <<'EOF' 2>/dev/null || true
+import sys, warnings
+warnings.simplefilter("ignore")
+mmcv_pin, xtc_pin = sys.argv[1:3]
+def say(*a):
+    print(*a, flush=True)
+try:
+    import torch
+except Exception:
+    say("torch none"); raise SystemExit
+boxes = torch.tensor([[0., 0., 1., 1.], [0., 0., 1., 1.]]); scores = torch.tensor([1., .5])
+try:
+    import torchvision, torchvision.ops
+    torchvision.ops.nms(boxes, scores, .5)
+    say("torch ok", torch.__version__, torchvision.__version__, torch.version.cuda or "none",
+        "cuda" if torch.cuda.is_available() else "cpu")
+except Exception:
+    say("torch torch-only", torch.__version__); raise SystemExit
+try:
+    import mmcv
+    assert mmcv.__version__ == mmcv_pin
+    from mmcv.ops import nms
+    nms(boxes, scores, .5)
+    say("mmcv ok")
+except Exception as e:
+    say("mmcv bad", type(e).__name__)
+try:
+    from importlib.metadata import version
+    assert version("xtcocotools") == xtc_pin
+    import xtcocotools._mask
+    from xtcocotools.coco import COCO
+    say("xtcocotools ok")
+except Exception as e:
+    say("xtcocotools bad", type(e).__name__)
+try:
+    import pkg_resources, cv2, imageio_ffmpeg
+    import mmdet.apis, mmpose.apis
+    from transformers import DepthAnythingConfig, DepthAnythingForDepthEstimation
+    say("stack ok")
+except Exception as e:
+    say("stack bad", type(e).__name__)
+EOF
+)"
+  probe() { printf '%s\n' "$PROBE" | awk -v k="$1" '$1 == k { $1 = ""; sub(/^ /, ""); print; exit }'; }
+  TORCH_STATE="$(probe torch)"; [ -n "$TORCH_STATE" ] || TORCH_STATE="none"
+  pv() { local v; v="$(probe "$1")"; echo "${v:-not checked}"; }
+  log "probe: torch: $TORCH_STATE | mmcv: $(pv mmcv) | xtcocotools: $(pv xtcocotools) | imports: $(pv stack)"
+
+  # ------------------------------------------------------------------------------------------------------
   step "torch + torchvision"
   # Keep a torch that is already there when torchvision matches it (e.g. a cluster image's CUDA build);
   # otherwise install the pinned pair.
-  TORCH_STATE="$("$PY" - <<'EOF' 2>/dev/null || true
-try:
-    import torch
-except Exception as e:
-    print("none"); raise SystemExit
-try:
-    import torchvision, torchvision.ops
-    b = torch.tensor([[0., 0., 1., 1.], [0., 0., 1., 1.]]); s = torch.tensor([1., .5])
-    torchvision.ops.nms(b, s, .5)
-    print("ok", torch.__version__, torchvision.__version__)
-except Exception as e:
-    print("torch-only", torch.__version__)
-EOF
-)"
+  TORCH_INFO=""
   case "$TORCH_STATE" in
     ok\ *)
-      log "keeping installed torch $(echo "$TORCH_STATE" | cut -d' ' -f2) + torchvision $(echo "$TORCH_STATE" | cut -d' ' -f3)"
-      [ "$(echo "$TORCH_STATE" | cut -d' ' -f2 | cut -d+ -f1)" = "$TORCH_PIN" ] \
+      TORCH_INFO="${TORCH_STATE#ok }"
+      log "keeping installed torch $(echo "$TORCH_INFO" | cut -d' ' -f1) + torchvision $(echo "$TORCH_INFO" | cut -d' ' -f2)"
+      [ "$(echo "$TORCH_INFO" | cut -d' ' -f1 | cut -d+ -f1)" = "$TORCH_PIN" ] \
         || log "note: the tested pin is torch==$TORCH_PIN; mmcv is built against the installed one"
       ;;
     torch-only\ *)
-      have="$(echo "$TORCH_STATE" | cut -d' ' -f2)"
+      have="${TORCH_STATE#torch-only }"
       [ "${have%%+*}" = "$TORCH_PIN" ] \
         || die "torch $have is installed but torchvision is missing or broken; install the torchvision release that matches torch $have (or uninstall torch to get the pinned torch==$TORCH_PIN torchvision==$TORCHVISION_PIN)"
       log "installing torchvision==$TORCHVISION_PIN for torch $have"
@@ -206,8 +259,10 @@ EOF
       pip_install "torch==$TORCH_PIN" "torchvision==$TORCHVISION_PIN"
       ;;
   esac
-  TORCH_INFO="$("$PY" -c 'import torch, torchvision; print(torch.__version__, torchvision.__version__, torch.version.cuda or "none", "cuda" if torch.cuda.is_available() else "cpu")')" \
-    || die "torch/torchvision do not import after installation"
+  if [ -z "$TORCH_INFO" ]; then
+    TORCH_INFO="$("$PY" -c 'import torch, torchvision; print(torch.__version__, torchvision.__version__, torch.version.cuda or "none", "cuda" if torch.cuda.is_available() else "cpu")')" \
+      || die "torch/torchvision do not import after installation"
+  fi
   read -r TORCH_VER TV_VER TORCH_CUDA TORCH_DEV <<<"$TORCH_INFO"
   log "torch $TORCH_VER (CUDA build: $TORCH_CUDA, device: $TORCH_DEV), torchvision $TV_VER"
   printf 'torch==%s\ntorchvision==%s\n' "$TORCH_VER" "$TV_VER" >> "$CONSTRAINTS"   # nothing may replace them now
@@ -229,7 +284,7 @@ nms(torch.tensor([[0., 0., 1., 1.], [0., 0., 1., 1.]]), torch.tensor([1., .5]), 
   if [ "$TORCH_DEV" = cuda ] || [ "${FORCE_CUDA:-0}" = 1 ]; then OPS_KIND="cudaops"; fi
   PYTAG="$("$PY" -c 'import sys; print(f"cp{sys.version_info[0]}{sys.version_info[1]}")')"
   MMCV_CACHE="$CACHE_ROOT/wheels/mmcv-$MMCV_PIN/torch-${TORCH_VER//+/_}-cuda-$TORCH_CUDA-$OPS_KIND-$PYTAG"
-  if [ "$REBUILD_MMCV" = 0 ] && "$PY" -c "$MMCV_CHECK" >/dev/null 2>&1; then
+  if [ "$REBUILD_MMCV" = 0 ] && [ "$(probe mmcv)" = ok ]; then
     log "mmcv $MMCV_PIN with ops: already installed and working"
   else
     cached="$(ls "$MMCV_CACHE"/mmcv-"$MMCV_PIN"-*.whl 2>/dev/null | head -n1 || true)"
@@ -244,8 +299,8 @@ nms(torch.tensor([[0., 0., 1., 1.], [0., 0., 1., 1.]]), torch.tensor([1., .5]), 
       cached=""
     fi
     if [ -z "$cached" ]; then
-      log "building mmcv $MMCV_PIN from the PyPI source archive (MMCV_WITH_OPS=1, MAX_JOBS=$MAX_JOBS;" \
-          "about 7-13 min on 2 cores)"
+      log "building mmcv $MMCV_PIN from the PyPI source archive (MMCV_WITH_OPS=1, MAX_JOBS=$MAX_JOBS): 77 C++" \
+          "files at 1-2 CPU-minutes each against torch 2.14's headers, so 40+ min on 2 idle cores"
       pip_run download --no-deps --no-binary :all: --no-build-isolation "mmcv==$MMCV_PIN" -d "$WORK/sdist"
       tar -xzf "$WORK/sdist/mmcv-$MMCV_PIN.tar.gz" -C "$WORK"
       SRC="$WORK/mmcv-$MMCV_PIN"
@@ -257,13 +312,20 @@ nms(torch.tensor([[0., 0., 1., 1.], [0., 0., 1., 1.]]), torch.tensor([1., .5]), 
       mkdir -p "$CACHE_ROOT/logs"
       BUILD_LOG="$CACHE_ROOT/logs/mmcv-$MMCV_PIN-build-$(date +%Y%m%d-%H%M%S).log"
       log "compiler output goes to $BUILD_LOG"
-      ( cd "$SRC" && MMCV_WITH_OPS=1 "$PY" -m pip wheel -v --no-deps --no-build-isolation -w "$WORK/dist" . ) \
+      # Python's CFLAGS (-DNDEBUG -g -fwrapv -O3 ...) plus -g0: no debug info, smaller objects, faster to
+      # compile. A CFLAGS variable *replaces* Python's flags in setuptools' distutils (it would drop -O3 and
+      # -DNDEBUG), so start from them.
+      MMCV_CFLAGS="${CFLAGS:-$("$PY" -c 'import sysconfig; print(sysconfig.get_config_var("CFLAGS") or "")')} -g0"
+      log "compiler flags: $MMCV_CFLAGS (+ -std=c++20 -fPIC)"
+      ( cd "$SRC" && MMCV_WITH_OPS=1 CFLAGS="$MMCV_CFLAGS" \
+          "$PY" -m pip wheel -v --no-deps --no-build-isolation -w "$WORK/dist" . ) \
         >"$BUILD_LOG" 2>&1 &
       build_pid=$!
       while kill -0 "$build_pid" 2>/dev/null; do
         sleep 30
-        kill -0 "$build_pid" 2>/dev/null \
-          && log "  ... still compiling ($(grep -c '\.o$\|Building\|\[[0-9]*/[0-9]*\]' "$BUILD_LOG" 2>/dev/null || true) log lines of progress)"
+        if kill -0 "$build_pid" 2>/dev/null; then
+          log "  ... still compiling, ninja step $(grep -o '^ *\[[0-9]*/[0-9]*\]' "$BUILD_LOG" 2>/dev/null | tail -n1 | tr -d ' []' || true)"
+        fi
       done
       if ! wait "$build_pid"; then
         tail -n 40 "$BUILD_LOG" >&2 || true
@@ -283,12 +345,7 @@ nms(torch.tensor([[0., 0., 1., 1.], [0., 0., 1., 1.]]), torch.tensor([1., .5]), 
   # ------------------------------------------------------------------------------------------------------
   step "mmdet $MMDET_PIN, xtcocotools $XTCOCOTOOLS_PIN (from source), mmpose $MMPOSE_PIN"
   ensure "mmdet" --no-deps -- "mmdet==$MMDET_PIN"
-  if "$PY" -c "
-from importlib.metadata import version
-assert version('xtcocotools') == '$XTCOCOTOOLS_PIN'
-import xtcocotools.mask, xtcocotools._mask
-from xtcocotools.coco import COCO
-" >/dev/null 2>&1; then
+  if [ "$(probe xtcocotools)" = ok ]; then
     log "xtcocotools: already installed and importable"
   else
     log "xtcocotools: building $XTCOCOTOOLS_PIN from source against numpy $("$PY" -c 'import numpy; print(numpy.__version__)')"
@@ -366,7 +423,9 @@ print("torch", torch.__version__, "| torchvision", torchvision.__version__, "| m
       "| transformers", transformers.__version__, "| opencv", cv2.__version__)
 '
 fi
-if ( cd /tmp && "$PY" -W ignore -c "$VERIFY" ); then
+if [ "$MODE" = full ] && [ "$CHANGED" = 0 ] && [ "$(probe stack)" = ok ]; then
+  log "nothing was installed and the probe above imported the whole stack: skipping a second import pass"
+elif "$PY" -W ignore -c "$VERIFY"; then
   log "all imports work"
 else
   die "the final import check failed (see the traceback above)"
