@@ -87,6 +87,22 @@ def test_stage_in_process_with_features_and_bad_payloads(models: list[str], demo
     assert isinstance(results[4], ValueError) and "RGB 'image'" in str(results[4])
 
 
+def test_gt_box_mode_of_the_dataset_overrides_the_detector(models: list[str], demo_root: Path):
+    """3DPW-style payloads (`use_gt_box`) take their annotated box even when the stage runs RTMDet."""
+    from shardprep.runtime.build import build_dataset, build_stage
+    from shardprep.runtime.config import load_config
+    from shardprep.stages.base import Work
+
+    config = load_config(["stage=depth", "dataset=demo", f"dataset.root={demo_root}", *models])
+    dataset, stage = build_dataset(config), build_stage(config)
+    dataset.validate()
+    stage.setup()
+    item = dataset.items()[0]
+    payload = {**dataset.read(item), "bbox_gt": np.array([100, 50, 400, 500], np.float32), "use_gt_box": True}
+    (result,) = stage.process([Work(item, payload, frozenset({"depth"}))])
+    assert result["depth"]["bbox"].tolist() == [100, 50, 400, 500, 1]
+
+
 def bad_demo(demo_root: Path, tmp: Path) -> tuple[Path, Path]:
     """A copy of the demo annotations with a corrupt image, a missing image, a zero-size box and an all-zero row."""
     from shardprep.datasets.demo import ANNOTATION, DemoDataset

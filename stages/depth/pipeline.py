@@ -73,10 +73,11 @@ class Models:
 
 
 def run_frames(models: Models, images: Sequence[np.ndarray], annotated: Sequence[np.ndarray | None],
-               radius: int) -> list[dict[str, np.ndarray]]:
-    """The schema's arrays for each frame (H, W, 3) uint8 RGB, given each frame's annotated box (or None)."""
+               radius: int, use_annotated: Sequence[bool] | None = None) -> list[dict[str, np.ndarray]]:
+    """The schema's arrays for each frame (H, W, 3) uint8 RGB, given each frame's annotated box (or None).
+    `use_annotated[i]`: frame i takes its annotated box even with a detector (datasets in GT-box mode, e.g. 3DPW)."""
     frames = [torch.from_numpy(np.ascontiguousarray(image)).to(models.device).permute(2, 0, 1) for image in images]
-    boxes = choose_boxes(models, frames, annotated)
+    boxes = choose_boxes(models, frames, annotated, use_annotated or [False] * len(frames))
     poses = estimate_keypoints(frames, boxes, models.pose, models.pose_batch)
     depths = frame_depths(models, frames, poses, radius)
     channels = feature_channels(models)
@@ -91,18 +92,22 @@ def feature_channels(models: Models) -> dict[str, int]:
     return {"pose_features": models.pose.feature_channels, "depth_features": models.depth.feature_channels}
 
 
-def choose_boxes(models: Models, frames: list[torch.Tensor],
-                 annotated: Sequence[np.ndarray | None]) -> list[np.ndarray | None]:
-    """One (5,) box per frame, or None: the annotated box itself (detector=gt) or selection.py's pick."""
-    if models.detector is None:
-        return [None if box is None else select_person(np.asarray(box)[None, :4], np.ones(1), None, 0.0)
-                for box in annotated]
+def choose_boxes(models: Models, frames: list[torch.Tensor], annotated: Sequence[np.ndarray | None],
+                 use_annotated: Sequence[bool]) -> list[np.ndarray | None]:
+    """One (5,) box per frame, or None: the annotated box itself (detector=gt, or the frame's dataset is in GT-box
+    mode) or selection.py's pick among the detector's person boxes."""
+    detect = [i for i, flag in enumerate(use_annotated) if models.detector is not None and not flag]
+    detections = dict(zip(detect, models.detector([frames[i] for i in detect]))) if detect else {}
     chosen = []
-    for boxes, scores, labels in models.detector(frames):
+    for index, gt in enumerate(annotated):
+        if index not in detections:
+            chosen.append(None if gt is None else select_person(np.asarray(gt)[None, :4], np.ones(1), None, 0.0))
+            continue
+        boxes, scores, labels = detections[index]
         person = labels == models.person_label
-        chosen.append((boxes[person], scores[person]))
-    return [select_person(b, s, None if gt is None else np.asarray(gt, dtype=np.float64), models.score_threshold)
-            for (b, s), gt in zip(chosen, annotated)]
+        annotated_box = None if gt is None else np.asarray(gt, dtype=np.float64)
+        chosen.append(select_person(boxes[person], scores[person], annotated_box, models.score_threshold))
+    return chosen
 
 
 def estimate_keypoints(frames: list[torch.Tensor], boxes: list[np.ndarray | None], pose: CropModel,

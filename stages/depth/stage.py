@@ -75,16 +75,17 @@ class DepthStage(Stage):
         from shardprep.stages.depth.pipeline import run_frames
 
         results: list[ItemResult | BaseException | None] = [None] * len(batch)
-        frames, boxes, indices = [], [], []
+        frames, boxes, use_annotated, indices = [], [], [], []
         for index, work in enumerate(batch):
             try:
                 frames.append(checked_image(work.payload))
                 boxes.append(work.payload.get("bbox_gt"))
+                use_annotated.append(bool(work.payload.get("use_gt_box", False)))
                 indices.append(index)
             except ValueError as error:
                 results[index] = ValueError(f"item {work.item.id}: {error}")
         if frames:
-            for index, arrays in zip(indices, run_frames(self.models, frames, boxes, self.radius)):
+            for index, arrays in zip(indices, run_frames(self.models, frames, boxes, self.radius, use_annotated)):
                 results[index] = {"depth": arrays}
         return results
 
