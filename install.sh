@@ -300,7 +300,7 @@ nms(torch.tensor([[0., 0., 1., 1.], [0., 0., 1., 1.]]), torch.tensor([1., .5]), 
     fi
     if [ -z "$cached" ]; then
       log "building mmcv $MMCV_PIN from the PyPI source archive (MMCV_WITH_OPS=1, MAX_JOBS=$MAX_JOBS): 77 C++" \
-          "files at 1-2 CPU-minutes each against torch 2.14's headers, so 40+ min on 2 idle cores"
+          "files, ~25 CPU-minutes: 12-20 min on 2 cores"
       pip_run download --no-deps --no-binary :all: --no-build-isolation "mmcv==$MMCV_PIN" -d "$WORK/sdist"
       tar -xzf "$WORK/sdist/mmcv-$MMCV_PIN.tar.gz" -C "$WORK"
       SRC="$WORK/mmcv-$MMCV_PIN"
