@@ -7,15 +7,13 @@ generated once under `root` and are the same on every machine.
 
 from __future__ import annotations
 
-import os
-import shutil
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
 from shardprep.datasets.mmpose_npz import MMPoseDataset
-from shardprep.runtime.atomic import TEMP_PREFIX
+from shardprep.runtime.atomic import create_folder_once
 from shardprep.runtime.npz import write_npz
 
 ANNOTATION = "annotation_body3d/fps50/h36m_demo.npz"
@@ -57,14 +55,16 @@ class DemoDataset(MMPoseDataset):
 
 def generate(root: Path, sequences: int, frames_per_sequence: int) -> None:
     """Write the demo dataset under `root`, atomically: a half-written demo never appears there."""
+    create_folder_once(root, lambda tmp: _write_demo(tmp, sequences, frames_per_sequence))
+
+
+def _write_demo(tmp: Path, sequences: int, frames_per_sequence: int) -> None:
     from skimage import data
 
     photo = data.astronaut()  # (512, 512, 3) uint8 RGB, shipped with scikit-image
     height, width = photo.shape[:2]
     centre = np.array([width / 2, height * 0.6])
     depth = 4.5
-    tmp = root.parent / f"{TEMP_PREFIX}{os.getpid()}-{root.name}"
-    shutil.rmtree(tmp, ignore_errors=True)
     rows: dict[str, list] = {key: [] for key in ("imgname", "center", "scale", "part", "S")}
     for sequence in range(sequences):
         camera = CAMERAS[sequence % len(CAMERAS)]
@@ -87,10 +87,3 @@ def generate(root: Path, sequences: int, frames_per_sequence: int) -> None:
             rows["S"].append(np.concatenate([joints, np.ones((17, 1))], axis=1))
     arrays = {key: np.asarray(values, dtype=None if key == "imgname" else np.float64) for key, values in rows.items()}
     write_npz(tmp / ANNOTATION, arrays)
-    try:
-        os.rename(tmp, root)
-    except OSError:
-        # Another process generated it first; theirs is identical.
-        shutil.rmtree(tmp, ignore_errors=True)
-        if not (root / ANNOTATION).exists():
-            raise

@@ -36,6 +36,25 @@ def atomic_path(path: Path) -> Iterator[Path]:
         raise
 
 
+def create_folder_once(folder: Path, build: Callable[[Path], None]) -> None:
+    """Build a folder under a temporary name and rename it into place, unless another process got there first.
+
+    For folders whose content depends only on their name (generated demo data, random-weight models): the first
+    complete one wins and a concurrent duplicate is dropped, so no reader ever sees a half-built folder.
+    """
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = folder.with_name(f"{TEMP_PREFIX}{os.getpid()}-{folder.name}")
+    remove(tmp)
+    try:
+        build(tmp)
+        os.rename(tmp, folder)
+    except OSError:
+        if not folder.exists():
+            raise
+    finally:
+        remove(tmp)
+
+
 def remove(path: Path) -> None:
     """Remove a file or a folder if it exists."""
     if path.is_dir() and not path.is_symlink():

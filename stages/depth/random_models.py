@@ -8,10 +8,9 @@ any other local model with `from_pretrained`: the real loading and inference pat
 from __future__ import annotations
 
 import os
-import shutil
 from pathlib import Path
 
-from shardprep.runtime.atomic import TEMP_PREFIX
+from shardprep.runtime.atomic import create_folder_once
 from shardprep.runtime.errors import ConfigError
 
 # The published V2 checkpoints: DINOv2 (hidden, layers, heads), the 4 layers the DPT neck reads, neck and fusion widths.
@@ -45,10 +44,5 @@ def random_depth_model(size: str, max_depth: int = 20) -> Path:
                                  reassemble_hidden_size=hidden, patch_size=14, neck_hidden_sizes=neck,
                                  fusion_hidden_size=fusion, head_hidden_size=32)
     torch.manual_seed(0)
-    tmp = folder.with_name(f"{TEMP_PREFIX}{os.getpid()}-{folder.name}")
-    DepthAnythingForDepthEstimation(config).save_pretrained(tmp)
-    try:
-        os.rename(tmp, folder)
-    except OSError:  # another process made it first; theirs is identical
-        shutil.rmtree(tmp, ignore_errors=True)
+    create_folder_once(folder, DepthAnythingForDepthEstimation(config).save_pretrained)
     return folder
