@@ -11,11 +11,13 @@ Frames are 1000x1000 JPEGs (Human3.6M's size) written first.
 
 (a) naive: one frame at a time, fp32: decode, mmdet `inference_detector`, mmpose `inference_topdown` on the chosen
     box, Depth Anything on the CPU-resized frame, the full-resolution upsample, numpy sampling, write the NPZ.
-(b) stage: `DepthStage` (bf16 autocast) fed by the runtime worker's own read-ahead threads and batching, writing
-    the same NPZs through `ShardStore`.
-Both share the loaded models (and so their weights). Also reported: peak GPU memory of each, the depth model's
-FLOPs per frame (torch's FLOP counter), its throughput alone at the stage's batch size, and both as a fraction of
-the bf16 matrix-product rate measured on this GPU.
+(b) stage: `DepthStage` as configured by default (bf16 autocast, the depth network compiled on CUDA) fed by the
+    runtime worker's own loop: read-ahead threads, batches, NPZ writes in the background through `ShardStore`.
+Both share the loaded models (and so their weights). Also reported: peak GPU memory of each, the first batches'
+warm-up (compilation), the depth model's FLOPs per frame (torch's FLOP counter), its throughput alone at the
+stage's batch size (eager, and as the stage runs it), both as a fraction of the bf16 matrix-product rate measured on
+this GPU, and how far the stage's outputs are from the naive way's: at bf16, and at fp32 (the same frames again
+through an fp32, eager stage), which isolates the pipeline from the precision.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ from shardprep.runtime.build import build_stage
 from shardprep.runtime.config import load_config
 from shardprep.runtime.npz import write_npz
 from shardprep.runtime.store import ShardStore, shard_name
-from shardprep.runtime.worker import batches, read_ahead
+from shardprep.runtime.worker import processed_batches
 from shardprep.stages.depth.geometry import depth_input_size
 from shardprep.stages.depth.keypoints import coco_to_h36m
 from shardprep.stages.depth.pipeline import frame_arrays
@@ -100,7 +102,7 @@ def naive(stage, dataset: MMPoseDataset, items, out: Path) -> float:
         image = payload["image"]
         bgr = np.ascontiguousarray(image[..., ::-1])
         det = inference_detector(models.detector.model, bgr).pred_instances
-        person = (det.labels == models.person_label).cpu().numpy()
+        person = (det.labels == models.detector.decoding.person).cpu().numpy()
         box = select_person(det.bboxes.cpu().numpy()[person], det.scores.cpu().numpy()[person],
                             payload["bbox_gt"], models.score_threshold)
         pose = depth = None
@@ -137,16 +139,15 @@ def naive_sample(full: np.ndarray, keypoints: np.ndarray) -> dict[str, np.ndarra
 
 
 def staged(stage, dataset: MMPoseDataset, items, run_dir: Path) -> float:
-    """The runtime worker's loop: read-ahead threads, batches, `stage.process`, `ShardStore.write`; seconds."""
+    """The runtime worker's own loop (read-ahead threads, batches, `stage.process`, background NPZ writes); seconds."""
     store = ShardStore(run_dir, 0, stage.outputs, "benchmark")
     missing = {item.id: frozenset({"depth"}) for item in items}
     synchronize(stage.models.device)
     start = time.perf_counter()
-    for batch in batches(read_ahead(dataset, items, missing, stage.read_workers, stage.batch_size), stage.batch_size):
-        for work, result in zip(batch, stage.process(batch)):
-            if isinstance(result, BaseException):
-                raise result
-            store.write(work.item.id, result)
+    for outcomes in processed_batches(stage, dataset, items, missing, store):
+        for work, error in outcomes:
+            if error is not None:
+                raise error
     synchronize(stage.models.device)
     return time.perf_counter() - start
 
@@ -167,27 +168,49 @@ def matmul_peak(device: torch.device) -> float:
     return 2 * size**3 / float(np.median(times)) / 1e12
 
 
-def depth_alone(stage, batch: int) -> tuple[float, float]:
-    """(GFLOP per 518x518 frame, frames/s of the depth model alone at `batch` under the stage's autocast)."""
+def depth_alone(stage, batch: int) -> tuple[float, float, float]:
+    """(GFLOP per 518x518 frame, frames/s of the depth network alone at `batch`: eager under the stage's autocast,
+    and as the stage runs it (its DepthEstimator: compiled on CUDA))."""
     from torch.utils.flop_counter import FlopCounterMode
 
     from shardprep.stages.depth.models import autocast
 
-    net, device = stage.models.depth.model, stage.models.device
-    pixels = torch.randn(batch, 3, 518, 518, device=device)
+    estimator, device = stage.models.depth, stage.models.device
+    frames = torch.randint(0, 256, (batch, 3, 518, 518), dtype=torch.uint8, device=device)
+    pixels = frames.float()
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
-        net(pixel_values=pixels[:1])
+        estimator.model(pixel_values=pixels[:1])
     gflop = counter.get_total_flops() / 1e9
+
+    def eager() -> None:
+        with torch.no_grad(), autocast(device, stage.precision):
+            estimator.model(pixel_values=pixels)
+
+    return gflop, batch * rate(eager, device), batch * rate(lambda: estimator(frames), device)
+
+
+def rate(run, device: torch.device) -> float:
+    """Calls per second of `run` (3 warm-up calls, then 10 timed; 1 of each on the CPU)."""
     repeats = 10 if device.type == "cuda" else 1
-    with torch.no_grad(), autocast(device, stage.precision):
-        for _ in range(min(3, repeats)):
-            net(pixel_values=pixels)
-        synchronize(device)
-        start = time.perf_counter()
-        for _ in range(repeats):
-            net(pixel_values=pixels)
-        synchronize(device)
-    return gflop, repeats * batch / (time.perf_counter() - start)
+    for _ in range(min(3, repeats)):
+        run()
+    synchronize(device)
+    start = time.perf_counter()
+    for _ in range(repeats):
+        run()
+    synchronize(device)
+    return repeats / (time.perf_counter() - start)
+
+
+def stage_config(folder: Path, size: str, args: argparse.Namespace, precision: str, compile_depth: str) -> dict:
+    return load_config([
+        "stage=depth", f"stage.detector.config={DETECTOR}",
+        f"stage.detector.checkpoint={rtmdet_checkpoint(folder / 'rtmdet-m.pth', DETECTOR)}",
+        "stage.detector.score_threshold=0.0", f"stage.pose.config={POSE}", "stage.pose.checkpoint=null",
+        f"stage.depth.model=random:{size}", f"stage.batch_size={args.batch}", f"stage.depth.batch_size={args.batch}",
+        f"stage.read_workers={args.read_workers}", f"stage.device={args.device}", f"stage.precision={precision}",
+        f"stage.depth.compile={compile_depth}",
+    ])
 
 
 def main() -> None:
@@ -210,17 +233,11 @@ def main() -> None:
         items = dataset.items()
         peak = matmul_peak(device)
         for size in args.depth:
-            config = load_config([
-                "stage=depth", f"stage.detector.config={DETECTOR}",
-                f"stage.detector.checkpoint={rtmdet_checkpoint(folder / 'rtmdet-m.pth', DETECTOR)}",
-                "stage.detector.score_threshold=0.0", f"stage.pose.config={POSE}", "stage.pose.checkpoint=null",
-                f"stage.depth.model=random:{size}", f"stage.batch_size={args.batch}",
-                f"stage.depth.batch_size={args.batch}", f"stage.read_workers={args.read_workers}",
-                f"stage.device={args.device}",
-            ])
-            stage = build_stage(config)
+            stage = build_stage(stage_config(folder, size, args, "bf16", "auto"))
             stage.setup()
-            staged(stage, dataset, items[:2 * args.batch], folder / f"warm-{size}")  # cudnn autotuning, allocator
+            start = time.perf_counter()
+            staged(stage, dataset, items[:2 * args.batch], folder / f"warm-{size}")  # compile, cudnn autotuning
+            warmup_s = time.perf_counter() - start
             naive(stage, dataset, items[:2], ensure(folder / "naive-warm"))
             reset_peak_memory(device)
             naive_s = naive(stage, dataset, items[:args.naive_frames], ensure(folder / f"naive-{size}"))
@@ -228,19 +245,28 @@ def main() -> None:
             reset_peak_memory(device)
             stage_s = staged(stage, dataset, items, folder / f"stage-{size}")
             stage_mem = peak_memory_gib(device)
-            gflop, alone_fps = depth_alone(stage, args.batch)
+            gflop, eager_fps, alone_fps = depth_alone(stage, args.batch)
+            del stage
+            # The same frames through the stage at fp32, eager: the pipeline's own agreement with the naive way,
+            # which bf16 blurs (random weights make RTMPose's SimCC maxima flat, so bf16 moves keypoints far).
+            check = build_stage(stage_config(folder, size, args, "fp32", "false"))
+            check.setup()
+            staged(check, dataset, items[:args.naive_frames], folder / f"fp32-{size}")
+            del check
             naive_fps, stage_fps = args.naive_frames / naive_s, args.frames / stage_s
+            naive_dir = folder / f"naive-{size}"
             rows.append({
                 "depth_model": size, "naive_fps": naive_fps, "stage_fps": stage_fps, "ratio": stage_fps / naive_fps,
-                "naive_peak_gib": naive_mem, "stage_peak_gib": stage_mem, "depth_gflop_per_frame": gflop,
-                "depth_alone_fps": alone_fps, "matmul_tflops": peak,
+                "naive_peak_gib": naive_mem, "stage_peak_gib": stage_mem, "stage_warmup_s": warmup_s,
+                "depth_gflop_per_frame": gflop, "depth_eager_fps": eager_fps, "depth_alone_fps": alone_fps,
+                "matmul_tflops": peak, "depth_eager_flop_fraction": gflop * eager_fps / 1e3 / peak,
                 "depth_alone_flop_fraction": gflop * alone_fps / 1e3 / peak,
-                **agreement(folder / f"naive-{size}", folder / f"stage-{size}" / "checkpoints" / shard_name(0)),
                 "stage_depth_flop_fraction": gflop * stage_fps / 1e3 / peak,
+                "bf16": agreement(naive_dir, folder / f"stage-{size}" / "checkpoints" / shard_name(0)),
+                "fp32": agreement(naive_dir, folder / f"fp32-{size}" / "checkpoints" / shard_name(0)),
                 "frames": args.frames, "naive_frames": args.naive_frames, "batch": args.batch,
                 "gpu": torch.cuda.get_device_name() if device.type == "cuda" else "cpu", "torch": torch.__version__,
             })
-            del stage
             if device.type == "cuda":
                 torch.cuda.empty_cache()
     if args.json:
@@ -248,15 +274,18 @@ def main() -> None:
     print(f"\n{rows[0]['gpu']}, torch {rows[0]['torch']}, matmul {rows[0]['matmul_tflops']:.2f} TFLOP/s; "
           f"{args.frames} frames 1000x1000 (naive: first {args.naive_frames}), batch {args.batch}")
     print(f"{'depth':>6} {'naive f/s':>10} {'stage f/s':>10} {'ratio':>6} {'naive GiB':>10} {'stage GiB':>10} "
-          f"{'GFLOP/f':>8} {'DA alone f/s':>12} {'DA alone %peak':>14} {'stage DA %peak':>14}")
+          f"{'warm-up s':>9} {'GFLOP/f':>8} {'DA eager f/s':>12} {'DA stage f/s':>12} {'%peak':>6} "
+          f"{'in stage %peak':>14}")
     for row in rows:
         print(f"{row['depth_model']:>6} {row['naive_fps']:10.2f} {row['stage_fps']:10.2f} {row['ratio']:6.1f} "
-              f"{row['naive_peak_gib']:10.2f} {row['stage_peak_gib']:10.2f} {row['depth_gflop_per_frame']:8.0f} "
-              f"{row['depth_alone_fps']:12.1f} {100 * row['depth_alone_flop_fraction']:13.0f}% "
-              f"{100 * row['stage_depth_flop_fraction']:13.0f}%")
-        print(f"{'':>6} naive vs stage on {row['frames_detected_by_both']} frames: median |d keypoint| "
-              f"{row['median_keypoint_diff_px']:.2f} px, "
-              f"median |d depth_point| {row['median_depth_point_diff_m']:.4f} m")
+              f"{row['naive_peak_gib']:10.2f} {row['stage_peak_gib']:10.2f} {row['stage_warmup_s']:9.1f} "
+              f"{row['depth_gflop_per_frame']:8.0f} {row['depth_eager_fps']:12.1f} {row['depth_alone_fps']:12.1f} "
+              f"{100 * row['depth_alone_flop_fraction']:5.0f}% {100 * row['stage_depth_flop_fraction']:13.0f}%")
+        for precision in ("fp32", "bf16"):
+            check = row[precision]
+            print(f"{'':>6} stage at {precision} vs naive on {check['frames_detected_by_both']} frames: median "
+                  f"|d keypoint| {check['median_keypoint_diff_px']:.2f} px, median |d depth_point| "
+                  f"{check['median_depth_point_diff_m']:.4f} m")
 
 
 def reset_peak_memory(device: torch.device) -> None:

@@ -21,7 +21,7 @@ pytestmark = [
                                               "bash install.sh"),
 ]
 
-from models.depth_models import model_overrides, rtmdet_checkpoint, tiny_depth_anything
+from models.depth_models import RTMDET_TINY, model_overrides, rtmdet_checkpoint, tiny_depth_anything
 
 SHAPES = {"keypoints": ((17, 2), np.float32), "scores": ((17,), np.float32), "depth_point": ((17,), np.float32),
           "depth_min": ((17,), np.float32), "depth_max": ((17,), np.float32), "in_image": ((17,), np.bool_),
@@ -85,6 +85,73 @@ def test_stage_in_process_with_features_and_bad_payloads(models: list[str], demo
     assert results[0]["depth"]["detected"] and results[1]["depth"]["detected"]
     assert isinstance(results[3], ValueError) and "too small" in str(results[3])
     assert isinstance(results[4], ValueError) and "RGB 'image'" in str(results[4])
+
+
+def test_batched_person_decoding_matches_mmdets_own(models: list[str]):
+    """The stage's batched person-only decoding gives the person boxes of mmdet's own `predict_by_feat` (with
+    nms_pre and max_per_img large enough that other classes take no places), on RTMDet-tiny's head with head
+    outputs drawn at random (continuous scores: no ties, whose NMS order is arbitrary) for two resized sizes."""
+    import torch
+
+    from shardprep.stages.depth.files import resolve_config
+    from shardprep.stages.depth.models import Detector
+    from shardprep.stages.depth.person_boxes import person_boxes
+
+    checkpoint = next(value.split("=", 1)[1] for value in models if value.startswith("stage.detector.checkpoint="))
+    test_cfg = {"nms_pre": 10**6, "score_thr": 0.3, "nms": {"type": "nms", "iou_threshold": 0.6},
+                "max_per_img": 10**6}
+    detector = Detector(resolve_config(RTMDET_TINY), checkpoint, torch.device("cpu"), "fp32", 0, test_cfg)
+    head, generator = detector.model.bbox_head, torch.Generator().manual_seed(1)
+    cls_scores = [torch.randn(2, 80, size, size, generator=generator) - 2.5 for size in (80, 40, 20)]
+    bbox_preds = [torch.rand(2, 4, size, size, generator=generator) * 3 * stride
+                  for size, stride in ((80, 8), (40, 16), (20, 32))]
+    resized = [(480, 640), (640, 384)]
+    ours = person_boxes(head, cls_scores, bbox_preds, resized, detector.decoding)
+    metas = [{"img_shape": size, "scale_factor": (1.0, 1.0)} for size in resized]
+    theirs = head.predict_by_feat(cls_scores, bbox_preds, batch_img_metas=metas, rescale=False)
+    for (our_boxes, our_scores), result in zip(ours, theirs):
+        person = result.labels == 0
+        assert 0 < int(person.sum()) < len(person)  # other classes were there too
+        torch.testing.assert_close(our_scores, result.scores[person])
+        torch.testing.assert_close(our_boxes, result.bboxes[person])
+
+
+def test_compiled_depth_model_matches_eager_pads_partial_batches_and_keeps_features(tmp_path: Path):
+    """stage.depth.compile: the compiled network (inductor, on the CPU here) gives the eager outputs, decoder
+    features included, for a full batch and for a partial one padded to the batch size."""
+    import torch
+
+    from shardprep.stages.depth.models import DepthEstimator
+
+    folder = tiny_depth_anything(tmp_path / "tiny-da", MAX_DEPTH)
+    eager = DepthEstimator(folder, torch.device("cpu"), "fp32", features=True, batch_size=3, compile=False)
+    compiled = DepthEstimator(folder, torch.device("cpu"), "fp32", features=True, batch_size=3, compile=True)
+    frames = torch.randint(0, 256, (3, 3, 60, 90), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    for batch in (frames, frames[:1]):
+        (depth, maps), (expected_depth, expected_maps) = compiled(batch), eager(batch)
+        assert depth.shape == expected_depth.shape and maps.shape == expected_maps.shape
+        torch.testing.assert_close(depth, expected_depth, atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(maps, expected_maps, atol=1e-4, rtol=1e-4)
+
+
+def test_a_failed_compile_falls_back_to_eager(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                              caplog: pytest.LogCaptureFixture):
+    import torch
+
+    from shardprep.stages.depth.models import DepthEstimator
+
+    def broken_compiler(model, **options):
+        def run(**inputs):
+            raise torch._dynamo.exc.TorchDynamoException("no C compiler found")
+        return run
+
+    monkeypatch.setattr(torch, "compile", broken_compiler)
+    folder = tiny_depth_anything(tmp_path / "tiny-da", MAX_DEPTH)
+    estimator = DepthEstimator(folder, torch.device("cpu"), "fp32", batch_size=2, compile=True)
+    frames = torch.zeros((1, 3, 40, 40), dtype=torch.uint8)
+    depth, _ = estimator(frames)
+    assert depth.shape == (1, 518, 518) and estimator.compiled is None
+    assert "torch.compile of the depth model failed (no C compiler found)" in caplog.text
 
 
 def test_gt_box_mode_of_the_dataset_overrides_the_detector(models: list[str], demo_root: Path):

@@ -21,8 +21,9 @@ import numpy as np
 import torch
 
 from shardprep.runtime.errors import ConfigError
-from shardprep.stages.depth.geometry import Letterbox, depth_input_size
+from shardprep.stages.depth.geometry import depth_input_size
 from shardprep.stages.depth.imageops import letterbox, resize_bicubic
+from shardprep.stages.depth.person_boxes import PersonDecoding, person_boxes
 from shardprep.stages.depth.sampling import features_at
 
 log = logging.getLogger(__name__)
@@ -39,15 +40,6 @@ def autocast(device: torch.device, precision: str) -> contextlib.AbstractContext
     if device.type != "cuda" or dtype is None:
         return contextlib.nullcontext()
     return torch.autocast("cuda", dtype=dtype)
-
-
-def to_float(value: Any) -> Any:
-    """Outputs of an autocast region (nested tuples/lists of tensors) back to float32."""
-    if isinstance(value, torch.Tensor):
-        return value.float()
-    if isinstance(value, (list, tuple)):
-        return type(value)(to_float(v) for v in value)
-    return value
 
 
 def chunks(count: int, size: int) -> Iterator[slice]:
@@ -74,10 +66,11 @@ def _pipeline_step(cfg: Any, name: str) -> dict[str, Any]:
 
 
 class Detector:
-    """RTMDet (or any mmdet single-stage detector with a keep-ratio Resize + Pad test pipeline) on batches of frames."""
+    """RTMDet (an mmdet single-stage detector with point priors and a keep-ratio Resize + Pad test pipeline): person
+    boxes for batches of frames. The network is mmdet's; its person-class decoding runs batched (person_boxes.py)."""
 
     def __init__(self, config: Path, checkpoint: str | None, device: torch.device, precision: str,
-                 test_cfg: dict[str, Any] | None = None) -> None:
+                 person_label: int = 0, test_cfg: dict[str, Any] | None = None) -> None:
         from mmdet.apis import init_detector
 
         # init_detector clears the backbone's pretrained init_cfg only when given no options; never fetch it.
@@ -85,6 +78,7 @@ class Detector:
         options.update({f"model.test_cfg.{key}": value for key, value in (test_cfg or {}).items()})
         self.model = init_detector(str(config), checkpoint, device=str(device), cfg_options=options)
         self.device, self.precision = device, precision
+        self.decoding = PersonDecoding.of(self.model.bbox_head, self.model.bbox_head.test_cfg, person_label)
         resize = _pipeline_step(self.model.cfg, "Resize")
         if not resize.get("keep_ratio", False) or len(set(resize["scale"])) != 1:
             raise ConfigError(f"{config}: expected a square keep-ratio Resize in the test pipeline, got {resize}")
@@ -94,27 +88,17 @@ class Detector:
         self.mean, self.std, self.rgb = _normalizer(self.model.data_preprocessor, device)
 
     @torch.no_grad()
-    def __call__(self, frames: list[torch.Tensor]) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-        """Per frame (3, H, W) uint8 RGB: boxes (n, 4) xyxy frame px, scores (n,), labels (n,)."""
+    def __call__(self, frames: list[torch.Tensor]) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Per frame (3, H, W) uint8 RGB: person boxes (n, 4) xyxy frame px and scores (n,), best first."""
         batch, boxes = letterbox(frames, self.size, self.pad_value)
         if not self.rgb:
             batch = batch.flip(1)
         batch = (batch - self.mean) / self.std
-        metas = [_letterbox_meta(box) for box in boxes]
         with autocast(self.device, self.precision):
-            outputs = self.model.bbox_head(self.model.extract_feat(batch))
-        results = self.model.bbox_head.predict_by_feat(*to_float(outputs), batch_img_metas=metas, rescale=False)
-        detections = []
-        for result, box in zip(results, boxes):
-            detections.append((box.boxes_to_image(result.bboxes.cpu().numpy()), result.scores.cpu().numpy(),
-                               result.labels.cpu().numpy()))
-        return detections
-
-
-def _letterbox_meta(box: Letterbox) -> dict[str, Any]:
-    scale_x, scale_y = box.scale_xy
-    return {"img_shape": box.resized, "ori_shape": box.image_size, "pad_shape": (box.size, box.size),
-            "batch_input_shape": (box.size, box.size), "scale_factor": (scale_x, scale_y)}
+            cls_scores, bbox_preds = self.model.bbox_head(self.model.extract_feat(batch))
+        found = person_boxes(self.model.bbox_head, cls_scores, bbox_preds, [box.resized for box in boxes],
+                             self.decoding)
+        return [(box.boxes_to_image(xyxy.numpy()), scores.numpy()) for box, (xyxy, scores) in zip(boxes, found)]
 
 
 class PoseEstimator:
@@ -166,7 +150,8 @@ class PoseEstimator:
 class DepthEstimator:
     """Depth Anything V2 metric (transformers) on batches of same-size frames, at its native input resolution."""
 
-    def __init__(self, path: Path, device: torch.device, precision: str, features: bool = False) -> None:
+    def __init__(self, path: Path, device: torch.device, precision: str, features: bool = False,
+                 batch_size: int = 16, compile: bool = False) -> None:
         from transformers import DepthAnythingForDepthEstimation
 
         self.model = DepthAnythingForDepthEstimation.from_pretrained(str(path), local_files_only=True)
@@ -183,6 +168,11 @@ class DepthEstimator:
             # The depth decoder's last fused map (what the head reads), captured on this instance only.
             self.model.head.register_forward_pre_hook(
                 lambda module, args: self._decoder_maps.append(args[0][module.head_in_index]))
+        self.batch_size = batch_size
+        # torch.compile (inductor) fuses the ViT's norms, activations and casts: 1.5x eager on an H100 for V2-Large
+        # (docs/depth.md). One graph per input size, compiled on the first batch of that size (~30-45 s on an H100);
+        # partial batches are padded to `batch_size` so they reuse it.
+        self.compiled = torch.compile(self.model, dynamic=False) if compile else None
 
     @torch.no_grad()
     def __call__(self, frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -190,8 +180,23 @@ class DepthEstimator:
         with `features` the decoder's last fused map (B, C, h', w'), which covers the whole frame (else None)."""
         size = depth_input_size(tuple(frames.shape[2:]))
         pixels = (resize_bicubic(frames, size) - self.mean) / self.std
+        count = len(frames)
+        if self.compiled is not None and count < self.batch_size:
+            pixels = torch.cat([pixels, pixels[-1:].expand(self.batch_size - count, -1, -1, -1)])
         self._decoder_maps.clear()
         with autocast(self.device, self.precision):
-            depth = self.model(pixel_values=pixels).predicted_depth
-        maps = self._decoder_maps.pop() if self._decoder_maps else None
-        return depth.float().reshape(len(frames), *depth.shape[-2:]), maps
+            depth = self._forward(pixels)
+        maps = self._decoder_maps.pop()[:count] if self._decoder_maps else None
+        return depth[:count].float().reshape(count, *depth.shape[-2:]), maps
+
+    def _forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        if self.compiled is not None:
+            try:
+                return self.compiled(pixel_values=pixels).predicted_depth
+            except torch._dynamo.exc.TorchDynamoException as error:
+                # A cluster node without a working compiler toolchain (Triton needs one) runs slower, not never.
+                log.warning("torch.compile of the depth model failed (%s); running it eager from now on "
+                            "(stage.depth.compile=false skips the attempt)", str(error).splitlines()[0])
+                self.compiled = None
+                self._decoder_maps.clear()
+        return self.model(pixel_values=pixels).predicted_depth

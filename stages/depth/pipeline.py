@@ -42,9 +42,7 @@ class Models:
     pose: PoseEstimator
     depth: DepthEstimator
     score_threshold: float
-    person_label: int
     pose_batch: int
-    depth_batch: int
 
     @classmethod
     def load(cls, detector: dict[str, Any], pose: dict[str, Any], depth: dict[str, Any], device_name: str,
@@ -62,14 +60,18 @@ class Models:
             device=device,
             detector=None if detector["kind"] == "gt" else Detector(
                 resolve_config(detector["config"]), detector.get("checkpoint"), device, precision,
-                detector.get("test_cfg")),
+                int(detector.get("person_label", 0)), detector.get("test_cfg")),
             pose=PoseEstimator(resolve_config(pose["config"]), pose.get("checkpoint"), device, precision, features),
-            depth=DepthEstimator(resolve_depth_model(depth["model"]), device, precision, features),
+            depth=DepthEstimator(resolve_depth_model(depth["model"]), device, precision, features,
+                                 int(depth.get("batch_size", 16)), compile_depth(depth.get("compile", "auto"), device)),
             score_threshold=float(detector.get("score_threshold", 0.3)),
-            person_label=int(detector.get("person_label", 0)),
             pose_batch=int(pose.get("batch_size", 64)),
-            depth_batch=int(depth.get("batch_size", 16)),
         )
+
+
+def compile_depth(setting: Any, device: torch.device) -> bool:
+    """stage.depth.compile: auto (on CUDA only: on the CPU compiling costs more than it saves), true or false."""
+    return device.type == "cuda" if setting == "auto" else bool(setting)
 
 
 def run_frames(models: Models, images: Sequence[np.ndarray], annotated: Sequence[np.ndarray | None],
@@ -103,10 +105,9 @@ def choose_boxes(models: Models, frames: list[torch.Tensor], annotated: Sequence
         if index not in detections:
             chosen.append(None if gt is None else select_person(np.asarray(gt)[None, :4], np.ones(1), None, 0.0))
             continue
-        boxes, scores, labels = detections[index]
-        person = labels == models.person_label
+        boxes, scores = detections[index]
         annotated_box = None if gt is None else np.asarray(gt, dtype=np.float64)
-        chosen.append(select_person(boxes[person], scores[person], annotated_box, models.score_threshold))
+        chosen.append(select_person(boxes, scores, annotated_box, models.score_threshold))
     return chosen
 
 
@@ -131,14 +132,14 @@ def estimate_keypoints(frames: list[torch.Tensor], boxes: list[np.ndarray | None
 
 def frame_depths(models: Models, frames: list[torch.Tensor], poses: list[dict[str, np.ndarray] | None],
                  radius: int) -> list[dict[str, np.ndarray] | None]:
-    """Per-joint depth for each frame with keypoints; one depth forward per resolution (and per depth_batch)."""
+    """Per-joint depth for each frame with keypoints; one depth forward per resolution (and per depth batch)."""
     groups: dict[tuple[int, int], list[int]] = defaultdict(list)
     for index, pose in enumerate(poses):
         if pose is not None:
             groups[tuple(frames[index].shape[1:])].append(index)
     out: list[dict[str, np.ndarray] | None] = [None] * len(frames)
     for size, members in groups.items():
-        for part in chunks(len(members), models.depth_batch):
+        for part in chunks(len(members), models.depth.batch_size):
             indices = members[part]
             depth, maps = models.depth(torch.stack([frames[i] for i in indices]))
             keypoints = np.stack([poses[i]["keypoints"] for i in indices])

@@ -47,6 +47,8 @@ class DepthStage(Stage):
             raise ConfigError(f"stage.detector.kind={self.detector_cfg.get('kind')!r}: must be one of {DETECTORS}")
         if self.precision not in PRECISIONS:
             raise ConfigError(f"stage.precision={self.precision!r}: must be one of {PRECISIONS}")
+        if self.depth_cfg.get("compile", "auto") not in ("auto", True, False):
+            raise ConfigError(f"stage.depth.compile={self.depth_cfg.get('compile')!r}: must be auto, true or false")
         if not isinstance(self.radius, int) or self.radius < 0:
             raise ConfigError(f"stage.radius={self.radius!r}: must be a whole number of pixels >= 0")
         for path in self.fingerprint_files():
