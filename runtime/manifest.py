@@ -11,7 +11,7 @@ import hashlib
 import json
 import subprocess
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -66,8 +66,10 @@ def file_digest(path: Path) -> str:
         return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
-def fingerprint(stage_config: dict[str, Any], files: Iterable[Path], digest_of_items: str) -> str:
-    """Hash of what determines the outputs. File *contents* count, not their paths: moving data keeps a run valid."""
+def fingerprint(stage_config: dict[str, Any], files: Iterable[Path], digest_of_items: str,
+                upstream: Mapping[str, str] | None = None) -> str:
+    """Hash of what determines the outputs: the stage config, the contents of its files (not their paths: moving data
+    keeps a run valid), the items, and the fingerprints of the upstream runs it reads (if any)."""
     missing = [str(path) for path in files if not Path(path).is_file()]
     if missing:
         raise ConfigError(f"file not found: {missing[0]} (check the paths in the stage/dataset config)")
@@ -76,6 +78,8 @@ def fingerprint(stage_config: dict[str, Any], files: Iterable[Path], digest_of_i
         "items": digest_of_items,
         "files": sorted(file_digest(Path(path)) for path in files),
     }
+    if upstream:  # absent for stages without one, so their fingerprints stay what they were
+        parts["upstream"] = dict(upstream)
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 

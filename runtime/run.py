@@ -49,7 +49,8 @@ def prepare(config: dict[str, Any]) -> tuple[Path, Manifest]:
     stage = build_stage(config)
     stage.validate()
     digest = items_digest(items)
-    run_fingerprint = fingerprint(config["stage"], [*stage.fingerprint_files(), *dataset.fingerprint_files()], digest)
+    run_fingerprint = fingerprint(config["stage"], [*stage.fingerprint_files(), *dataset.fingerprint_files()], digest,
+                                  stage.upstream_fingerprints())
     run_dir = Path(config["out_dir"]).expanduser().resolve()
     _check_writable(run_dir)
     manifest = Manifest(config, plan, len(items), digest, run_fingerprint, code_version())
@@ -87,7 +88,8 @@ def _check_resumable(run_dir: Path, new: Manifest, force: bool) -> Manifest:
     if old.fingerprint != new.fingerprint and not force:
         raise ConfigError(
             f"{run_dir} holds a run with fingerprint {old.fingerprint}, this config gives {new.fingerprint} (stage "
-            "config, model files or annotations changed): use a new out_dir, or force=true to redo its items"
+            "config, model files, annotations or an upstream run changed): use a new out_dir, or force=true to redo its "
+            "items"
         )
     return old
 

@@ -70,6 +70,11 @@ class Stage(ABC):
         """Files whose content changes the outputs (model configs, checkpoints)."""
         return []
 
+    def upstream_fingerprints(self) -> dict[str, str]:
+        """Fingerprints of the runs whose outputs this stage reads, by name: an upstream run redone under other
+        settings changes this stage's fingerprint too, so its old outputs are not taken as done."""
+        return {}
+
     def setup(self) -> None:
         """Load models and other per-task state."""
 

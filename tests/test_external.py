@@ -351,3 +351,20 @@ def test_a_bad_stage_anywhere_in_the_pipeline_submits_nothing(tmp_path: Path, mo
     assert not list((tmp_path / "out").rglob("submissions.jsonl"))  # not even the first stage was submitted
     done = launch("pipeline.py", "pipeline=test_chain", *video_overrides(root), "nope:stage.x=1", check=False)
     assert done.returncode == 2 and "'nope' is not a stage of this pipeline" in done.stderr
+
+
+def test_redoing_an_upstream_run_under_other_settings_makes_the_downstream_run_refuse(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The downstream fingerprint holds the upstream run's: its old outputs are never taken as done after the
+    upstream was redone under other settings; force=true redoes them."""
+    root = tmp_path / "videos"
+    make_videos(root, train=1, val=0)
+    use_tools(monkeypatch, tmp_path / "out")
+    common = [*video_overrides(root), "cluster=debug"]
+    launch("run.py", "stage=test_camera", *common)
+    launch("run.py", "stage=test_tracker", *common)
+    launch("run.py", "stage=test_tracker", *common)  # same upstream: resumes as before
+    launch("run.py", "stage=test_camera", "stage.options.sleep=0.01", "force=true", *common)
+    done = launch("run.py", "stage=test_tracker", *common, check=False)
+    assert done.returncode == 2 and "an upstream run changed" in done.stderr
+    launch("run.py", "stage=test_tracker", "force=true", *common)

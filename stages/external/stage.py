@@ -84,6 +84,9 @@ class ExternalStage(Stage):
     def fingerprint_files(self) -> list[Path]:
         return self.model_files
 
+    def upstream_fingerprints(self) -> dict[str, str]:
+        return {upstream.name: upstream.manifest.fingerprint for upstream in self.upstreams}
+
     def setup(self) -> None:
         kind = str(self.gpu["memory"])
         source = make_source(kind, float(self.gpu["total_mb"]))
