@@ -12,7 +12,7 @@ from data.dsec_synthetic import make_dataset, make_sequence, read_all_events
 from shardprep.datasets.dsec import DSECDataset
 from shardprep.runtime.errors import ConfigError
 from shardprep.runtime.npz import StreamedArray, read_npz, write_npz
-from shardprep.stages.events.render import EventCanvas, render_loop
+from shardprep.stages.events.render import BLUE, EVENTS_PER_THREAD, RED, WHITE, EventCanvas, render_loop
 from shardprep.stages.events.slicing import EventsFileError, find_window, first_at_or_after, iter_chunks
 from shardprep.stages.events.stage import EventsStage
 
@@ -138,6 +138,30 @@ def test_vectorised_render_equals_the_per_event_loop_whatever_the_chunking() -> 
     assert {tuple(c) for c in expected.reshape(-1, 4)} == {(255, 255, 255, 255), (255, 0, 0, 255), (0, 0, 255, 255)}
     with pytest.raises(ValueError, match="outside the 64x48 sensor"):
         EventCanvas(64, 48).add(np.array([64], np.uint16), np.array([0], np.uint16), np.array([1], np.uint8))
+
+
+def test_render_split_between_threads_equals_the_per_event_loop() -> None:
+    """Chunks large enough to be split between threads (each marking its own copy) give the loop's image, mixed
+    with small chunks marked on one thread; events off the sensor are refused there too."""
+    rng = np.random.default_rng(1)
+    n = 3 * EVENTS_PER_THREAD  # 3 parts when the machine has 3+ CPUs; with 2 CPUs, 2
+    x, y = rng.integers(0, 64, n).astype(np.uint16), rng.integers(0, 48, n).astype(np.uint16)
+    p = rng.integers(0, 2, n).astype(np.uint8)
+    small = 1000
+    expected = render_loop(x[:small], y[:small], p[:small], 64, 48)
+    negative, positive = np.zeros((48, 64), bool), np.zeros((48, 64), bool)
+    negative[y[p == 0], x[p == 0]] = True
+    positive[y[p == 1], x[p == 1]] = True
+    expected_all = np.where(positive[..., None], RED, np.where(negative[..., None], BLUE, WHITE)).astype(np.uint8)
+    canvas = EventCanvas(64, 48)  # as many threads as this machine's CPUs allow, up to 3
+    canvas.add(x[:small], y[:small], p[:small])  # one thread
+    assert np.array_equal(canvas.rgba(), expected)
+    canvas.add(x[small:], y[small:], p[small:])  # split
+    assert canvas.bits.shape[0] == min(canvas.max_threads, 2)  # one copy of the bits per thread
+    assert np.array_equal(canvas.rgba(), expected_all)
+    x[n // 2] = 64
+    with pytest.raises(ValueError, match="1 events .* outside the 64x48 sensor"):
+        canvas.add(x, y, p)
 
 
 @pytest.mark.parametrize("settings, message", [

@@ -1,12 +1,16 @@
 """The event image of a clip: white canvas, pixels with a positive event red, with only negative events blue.
 
 Each event sets one bit of its pixel (bit 0: a negative event, bit 1: a positive one) in a compiled loop (numba),
-chunk by chunk, so it costs a few nanoseconds per event and memory does not grow with the clip; a palette lookup then
-gives the colours. "Positive drawn over negative" does not depend on event order, which keeps the image identical
-however the events are chunked. Plain numpy needs several passes plus a scatter per chunk and was 5-10x slower.
+chunk by chunk, so memory does not grow with the clip; one pass then ORs the bits and turns them into the RGBA image
+through a palette. Large chunks are split between the task's CPUs, each thread marking its own copy of the pixel
+bits (threads sharing one array slowed each other down: 10 M events took 36 ms on 2 threads against 19 ms on one,
+the cache lines bouncing between cores). "Positive drawn over negative" is an OR, so the image does not depend on
+event order, chunking or threads. Plain numpy needs several passes plus a scatter per chunk and was 5-10x slower.
 """
 
 from __future__ import annotations
+
+import os
 
 import numba
 import numpy as np
@@ -14,34 +18,79 @@ import numpy as np
 WHITE = (255, 255, 255, 255)
 RED = (255, 0, 0, 255)
 BLUE = (0, 0, 255, 255)
-# Pixel state (bit 0: negative seen, bit 1: positive seen) -> RGBA, one uint32 per colour: a lookup of one word per
-# pixel is ~40x faster than gathering rows of 4 bytes.
+# Pixel bits -> RGBA as one uint32: one word per pixel is ~40x faster than gathering rows of 4 bytes.
 PALETTE = np.array([WHITE, BLUE, RED, RED], dtype=np.uint8).view(np.uint32).ravel()
+# Events per thread below which a chunk stays on fewer threads: starting one costs more than it gives.
+EVENTS_PER_THREAD = 1 << 19
 
 
 @numba.njit(nogil=True, cache=True, boundscheck=False)
-def _mark(x: np.ndarray, y: np.ndarray, p: np.ndarray, width: int, state: np.ndarray) -> None:
+def _mark(x: np.ndarray, y: np.ndarray, p: np.ndarray, width: int, height: int, bits: np.ndarray) -> int:
+    """Set each event's polarity bit in `bits` (height * width,) uint8; return how many events fall off the sensor
+    (they are left out)."""
+    outside = 0
     for i in range(x.shape[0]):
-        state[np.int64(y[i]) * width + x[i]] |= np.uint8(1) << (p[i] != 0)
+        column, row = np.int64(x[i]), np.int64(y[i])
+        if column < width and row < height:
+            bits[row * width + column] |= np.uint8(1) << (p[i] != 0)
+        else:
+            outside += 1
+    return outside
+
+
+@numba.njit(nogil=True, cache=True, boundscheck=False, parallel=True)
+def _mark_split(x: np.ndarray, y: np.ndarray, p: np.ndarray, width: int, height: int, bits: np.ndarray,
+                threads: int) -> int:
+    """`_mark` on `threads` contiguous parts of the events, part t into its own copy bits[t]."""
+    count = x.shape[0]
+    outside = np.zeros(threads, dtype=np.int64)
+    for part in numba.prange(threads):
+        start, stop = count * part // threads, count * (part + 1) // threads
+        outside[part] = _mark(x[start:stop], y[start:stop], p[start:stop], width, height, bits[part])
+    return outside.sum()
+
+
+@numba.njit(nogil=True, cache=True, boundscheck=False)
+def _colour(bits: np.ndarray, palette: np.ndarray, out: np.ndarray) -> None:
+    for pixel in range(out.shape[0]):
+        seen = bits[0, pixel]
+        for copy in range(1, bits.shape[0]):
+            seen |= bits[copy, pixel]
+        out[pixel] = palette[seen]
+
+
+def task_cpus() -> int:
+    """CPUs this process may run on (a SLURM task's allocation), not the node's count that numba assumes."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 class EventCanvas:
-    """Accumulates events (x, y, p) into per-pixel polarity bits; `rgba()` gives the (height, width, 4) uint8 image."""
+    """Accumulates events (x, y, p) into per-pixel polarity bits; `rgba()` gives the (height, width, 4) uint8
+    image."""
 
     def __init__(self, width: int, height: int) -> None:
         self.width, self.height = width, height
-        self.state = np.zeros(width * height, dtype=np.uint8)
+        self.max_threads = max(1, min(task_cpus(), numba.config.NUMBA_NUM_THREADS))
+        self.bits = np.zeros((1, width * height), dtype=np.uint8)
 
     def add(self, x: np.ndarray, y: np.ndarray, p: np.ndarray) -> None:
-        if x.size == 0:
-            return
-        if int(x.max()) >= self.width or int(y.max()) >= self.height:
-            raise ValueError(f"event coordinates up to ({int(x.max())}, {int(y.max())}) fall outside the "
-                             f"{self.width}x{self.height} sensor: set stage.width/height to the camera's size")
-        _mark(x, y, p, self.width, self.state)
+        threads = min(self.max_threads, x.size // EVENTS_PER_THREAD)
+        if threads > 1:
+            if self.bits.shape[0] < threads:  # more copies of the bits, the marks so far kept in copy 0
+                self.bits = np.concatenate([self.bits, np.zeros((threads - self.bits.shape[0], self.bits.shape[1]),
+                                                                dtype=np.uint8)])
+            numba.set_num_threads(threads)
+            outside = _mark_split(x, y, p, self.width, self.height, self.bits, threads)
+        else:
+            outside = _mark(x, y, p, self.width, self.height, self.bits[0]) if x.size else 0
+        if outside:
+            raise ValueError(f"{outside} events have coordinates up to ({int(x.max())}, {int(y.max())}), outside "
+                             f"the {self.width}x{self.height} sensor: set stage.width/height to the camera's size")
 
     def rgba(self) -> np.ndarray:
-        return PALETTE[self.state].view(np.uint8).reshape(self.height, self.width, 4)
+        image = np.empty(self.width * self.height, dtype=np.uint32)
+        _colour(self.bits, PALETTE, image)
+        return image.view(np.uint8).reshape(self.height, self.width, 4)
 
 
 def render_loop(x: np.ndarray, y: np.ndarray, p: np.ndarray, width: int, height: int) -> np.ndarray:
