@@ -17,9 +17,9 @@ from hydra.utils import instantiate
 
 from shardprep.runtime.config import load_config, positive_int
 from shardprep.runtime.errors import ConfigError
-from shardprep.runtime.manifest import Manifest
+from shardprep.runtime.manifest import MANIFEST, Manifest
 
-# Like launch/depth.py: without stage=..., the merge is that of the depth run.
+# Like launch/depth.py: without stage=..., the merge is that of the depth run (or the dataset's only run).
 DEFAULTS = ("stage=depth",)
 
 
@@ -43,10 +43,10 @@ class Merger(Protocol):
 def load_merge(argv: Sequence[str]) -> tuple[Merger, MergeJob]:
     """Compose the config, find the run, and build the merge its stage names."""
     config = load_config(argv, defaults=DEFAULTS, strict=False)
-    run_dir = Path(config["out_dir"]).expanduser().resolve()
+    run_dir = find_run(Path(config["out_dir"]).expanduser().resolve(), argv)
     manifest = Manifest.load(run_dir)
     stage = manifest.config["stage"]["name"]
-    config = load_config(argv, defaults=[*DEFAULTS, f"+merge={stage}"], strict=False)
+    config = load_config([*argv, f"out_dir={run_dir}"], defaults=[*DEFAULTS, f"+merge={stage}"], strict=False)
     try:
         merger = instantiate(config["merge"], _convert_="all")
     except Exception as error:  # Hydra wraps the constructor's error; the user fixes conf/merge/<stage>.yaml
@@ -61,6 +61,20 @@ def load_merge(argv: Sequence[str]) -> tuple[Merger, MergeJob]:
         allow_partial=bool(config["allow_partial"]),
     )
     return merger, job
+
+
+def find_run(run_dir: Path, argv: Sequence[str]) -> Path:
+    """`run_dir`, or, when the command named neither stage nor out_dir and the default (depth) run is not there, the
+    dataset's one run beside it: `launch/merge.py dataset=dsec` merges the DSEC events run."""
+    if (run_dir / MANIFEST).is_file() or any(arg.split("=")[0] in ("stage", "out_dir") for arg in argv):
+        return run_dir
+    runs = sorted(path.parent for path in run_dir.parent.glob(f"*/{MANIFEST}"))
+    if len(runs) == 1:
+        return runs[0]
+    if runs:
+        raise ConfigError(f"no run in {run_dir}; this dataset has runs of stages {[path.name for path in runs]}: "
+                          "name one with stage=<name>")
+    return run_dir
 
 
 def run_merge(argv: Sequence[str]) -> list[Path]:

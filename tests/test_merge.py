@@ -5,6 +5,7 @@ Runs are written by tests/data/fake_runs.py (depth-stage schema, no models), on 
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import h5py
@@ -185,3 +186,18 @@ def test_mmpose_loads_the_xycd_npz_and_dets(h36m: list[str], tmp_path: Path) -> 
     assert len(dataset) == len(merged["imgname"])
     first = dataset.get_data_info(0)
     np.testing.assert_allclose(first["keypoints"][0], merged["predicted_keypoints"][0], rtol=1e-5)
+
+
+def test_merge_without_a_stage_takes_the_datasets_only_run(h36m: list[str], tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """`launch/merge.py dataset=X` with no stage: the depth run if there is one, else the dataset's only run (as
+    DSEC's events run), else an error naming the runs there."""
+    monkeypatch.setenv("SHARDPREP_OUTPUT", str(tmp_path))
+    launch("run.py", "stage=image_stats", *h36m, "cluster=debug")
+    merged = run_merge(h36m)
+    assert sorted(path.name for path in merged) == ["h36m_stats_test.npz", "h36m_stats_train.npz"]
+    assert {path.parent for path in merged} == {tmp_path / "h36m" / "image_stats" / "merged"}
+    (tmp_path / "h36m" / "other").mkdir()
+    shutil.copy(tmp_path / "h36m" / "image_stats" / "manifest.json", tmp_path / "h36m" / "other")
+    with pytest.raises(ConfigError, match=r"stages \['image_stats', 'other'\]: name one with stage=<name>"):
+        run_merge(h36m)
