@@ -48,7 +48,9 @@ class MergeAfter:
                     print(f"merged: {path}")
             return code
         config = self.config
-        cluster = {**config["cluster"], "gpus_per_task": 0, "cpus_per_task": positive_int(config, "workers")}
+        # The stage's task size bounds the merge job's: asking a small node for `workers` CPUs would never start.
+        cpus = min(positive_int(config, "workers"), int(config["cluster"]["cpus_per_task"]))
+        cluster = {**config["cluster"], "gpus_per_task": 0, "cpus_per_task": cpus}
         cluster["additional"] = {**(cluster.get("additional") or {}), "kill_on_invalid_dep": "yes"}
         name = f"shardprep-merge-{config['dataset']['name']}-{config['stage']['name']}"
         executor = make_executor(cluster, "slurm", submission.run_dir / "logs", name)
