@@ -49,6 +49,9 @@ def test_cancelled_events_array_resumes_and_loses_nothing(tmp_path: Path) -> Non
     job = submissions(run_dir)[-1]["job_id"]
     shard0 = run_dir / "checkpoints" / "shard-00000"
     wait_until(lambda: len(complete_clips(shard0)) >= 1, 180, "shard 0 to finish its first clip")
+    # SIGKILL at once, as a node failure would (a plain scancel leaves KillWait seconds, in which the now fast
+    # shards could finish), then cancel whatever had not started.
+    subprocess.run(["scancel", "--full", "--signal=KILL", job], check=True)
     subprocess.run(["scancel", job], check=True)
     wait_until(lambda: not subprocess.run(["squeue", "-h", "-j", job], capture_output=True, text=True).stdout.strip(),
                120, f"job {job} to leave the queue")
