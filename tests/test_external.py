@@ -24,6 +24,7 @@ from shardprep.stages.external.command import TRUST_CHECKPOINTS_ENV, Command, lo
 from shardprep.stages.external.gpu_packing import NvmlMemory, Packer, ReportedMemory, reported_peak, workers_for
 from shardprep.stages.external.oom import OOMPolicy
 from shardprep.stages.external.outputs import FolderOutput
+from shardprep.stages.external.stage import TORCH_PEAK
 
 # --- pieces ---------------------------------------------------------------------------------------------------------
 
@@ -368,3 +369,24 @@ def test_redoing_an_upstream_run_under_other_settings_makes_the_downstream_run_r
     done = launch("run.py", "stage=test_tracker", *common, check=False)
     assert done.returncode == 2 and "an upstream run changed" in done.stderr
     launch("run.py", "stage=test_tracker", "force=true", *common)
+
+
+def test_torch_peak_runs_the_tools_script_as_python_would(tmp_path: Path) -> None:
+    """`{torch_peak} run.py args`: the tool's folder first on sys.path (its `utils`, and an `outputs` module that
+    also exists beside the runner), its argv, `__main__`, its exit status; no peak line when CUDA was not used."""
+    tool = tmp_path / "tool"
+    (tool / "utils").mkdir(parents=True)
+    (tool / "utils" / "__init__.py").write_text("NAME = 'the tool utils'\n")
+    (tool / "outputs.py").write_text("WHO = 'the tool outputs'\n")
+    (tool / "run.py").write_text("import sys, utils, outputs\n"
+                                 "print('RAN', sys.argv, __name__, utils.NAME, outputs.WHO)\n"
+                                 "sys.exit(int(sys.argv[1]))\n")
+    command = Command.from_config(["{python}", "{torch_peak}", "run.py", "{code}"], cwd=str(tool),
+                                  python_env=sys.prefix)
+    for code in (0, 3):
+        log = tmp_path / f"{code}.log"
+        outcome = run(command, command.argv({"torch_peak": str(TORCH_PEAK), "code": code}), log)
+        assert outcome.returncode == code
+        text = log.read_text()
+        assert f"RAN ['run.py', '{code}'] __main__ the tool utils the tool outputs" in text, text
+        assert "SHARDPREP_PEAK_MEMORY_MB" not in text and reported_peak(log) is None

@@ -28,7 +28,9 @@ from shardprep.stages.external.outputs import FolderOutput
 log = logging.getLogger(__name__)
 
 # Placeholders every command may use besides `python`, the options, the payload's fields and the OOM option.
-BUILTIN_PLACEHOLDERS = {"input", "item", "output", "outputs", "inputs", "workdir", "log"}
+BUILTIN_PLACEHOLDERS = {"input", "item", "output", "outputs", "inputs", "workdir", "log", "torch_peak"}
+# `{torch_peak}`: the runner that runs a Python tool's script and reports torch's peak GPU memory (torch_peak.py).
+TORCH_PEAK = Path(__file__).with_name("torch_peak.py")
 
 
 class ToolError(RuntimeError):
@@ -155,6 +157,7 @@ class ExternalStage(Stage):
             "inputs": inputs,
             "workdir": str(item_dir),
             "log": str(self._log_path(work)),
+            "torch_peak": str(TORCH_PEAK),
         }
 
     def _log_path(self, work: Work) -> Path:
