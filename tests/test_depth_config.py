@@ -46,6 +46,8 @@ def test_missing_stack_is_a_config_error(tmp_path: Path):
     ("stage.pose.checkpoint=/nowhere/rtmpose.pth", "model file not found: /nowhere/rtmpose.pth"),
     ("stage.pose.config=mmpose::no/such.py", "model file not found"),
     ("stage.depth.model=/nowhere/da", "depth model '/nowhere/da'"),
+    ("stage.detector.config=mmdet::faster_rcnn/faster-rcnn_r50_fpn_1x_coco.py", "its head None is not supported"),
+    ("stage.detector.config=mmdet::yolox/yolox_s_8xb8-300e_coco.py", "its head 'YOLOXHead' is not supported"),
 ])
 def test_bad_stage_config(tmp_path: Path, override: str, message: str):
     with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace("[", r"\[")):

@@ -17,11 +17,27 @@ lose a top-k or `max_per_img` place to another class.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
 
 from shardprep.runtime.errors import ConfigError
+
+
+# Dense heads whose outputs are (class logits, point distances) per level, as `person_boxes` decodes them.
+SUPPORTED_HEADS = ("RTMDetHead", "RTMDetSepBNHead")
+
+
+def check_detector_config(path: Path) -> None:
+    """Before submission: the detector config's head is one this decoding reproduces (read from the config file,
+    no model built)."""
+    from mmengine.config import Config
+
+    head = Config.fromfile(str(path)).model.get("bbox_head") or {}
+    if head.get("type") not in SUPPORTED_HEADS:
+        raise ConfigError(f"stage.detector.config={path}: its head {head.get('type')!r} is not supported; the stage "
+                          f"decodes {', '.join(SUPPORTED_HEADS)} (RTMDet configs), or use stage.detector.kind=gt")
 
 
 @dataclass(frozen=True)

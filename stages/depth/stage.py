@@ -54,6 +54,10 @@ class DepthStage(Stage):
         for path in self.fingerprint_files():
             if not path.is_file():
                 raise ConfigError(f"model file not found: {path} (check stage.detector / stage.pose / stage.depth)")
+        if self.detector_cfg["kind"] == "rtmdet":
+            from shardprep.stages.depth.person_boxes import check_detector_config
+
+            check_detector_config(resolve_config(self.detector_cfg["config"]))
 
     def fingerprint_files(self) -> list[Path]:
         files = []
