@@ -46,8 +46,7 @@ if command -v sinfo >/dev/null && node_up && sacct_ok; then
     exit 0
 fi
 
-# root-owned: munged refuses a log file in a directory owned by another user (Debian makes it slurm's).
-install -d -o root -g root -m 755 "$LOG"
+mkdir -p "$LOG"
 
 # --- packages ---------------------------------------------------------------------------------
 missing=()
@@ -66,6 +65,10 @@ if ((${#missing[@]})); then
     timeout 900 apt-get install -y -q --no-install-recommends "${missing[@]}" >>"$LOG/apt.log" 2>&1 \
         || die "apt-get install ${missing[*]} failed, see $LOG/apt.log"
 fi
+
+# root-owned: munged refuses a log file in a directory owned by another user. After the packages: the slurm
+# packages' maintainer scripts chown this folder to slurm on install.
+install -d -o root -g root -m 755 "$LOG"
 
 # --- munge ------------------------------------------------------------------------------------
 if [[ ! -s /etc/munge/munge.key ]]; then
