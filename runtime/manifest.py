@@ -51,6 +51,8 @@ class Manifest:
             raise ConfigError(f"no run at {run_dir} (no {MANIFEST}): launch the stage first")
         data = json.loads(path.read_text())
         data["plan"] = [tuple(bounds) for bounds in data["plan"]]
+        # A manifest of an older version has no fingerprint_since: its files are as valid as they were then.
+        data.setdefault("fingerprint_since", 0.0)
         return cls(**data)
 
 

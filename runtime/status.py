@@ -79,7 +79,8 @@ def _latest_jobs(run_dir: Path) -> dict[int, str]:
     latest: dict[int, str] = {}
     for submission in submissions(run_dir):
         if submission["backend"] == "slurm":
-            latest.update({int(shard): task for shard, task in submission["tasks"].items()})
+            # Lines of an older version have no per-task ids: nothing to ask sacct for them.
+            latest.update({int(shard): task for shard, task in submission.get("tasks", {}).items()})
     return latest
 
 
