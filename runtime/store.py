@@ -129,7 +129,7 @@ class ShardStore:
     def write(self, item_id: str, artifacts: Mapping[str, Artifact]) -> None:
         """Write each output of one item to a temporary name, validate it, and only then rename it into place.
 
-        Every output is attempted even if one fails (a clip whose image fails still gets its video); the first
+        Every output is attempted even if one fails (the others of the item are still written); the first
         failure is raised afterwards so the item is recorded as failed and its missing outputs are redone.
         """
         failures = []

@@ -104,13 +104,13 @@ def processed_batches(stage: Stage, dataset: Dataset, items: Sequence[Item], mis
                       store: ShardStore) -> Iterator[list[Outcome]]:
     """Read, process and write `items`; yield each batch's outcomes (None, or the item's error) once written.
 
-    One batch is written in a background thread while the next is processed: writing and validating a depth
-    frame's NPZ took 2.6 ms on the benchmark machine, a fifth of the stage's time per frame, and the GPU idled
-    through it. A kill loses at most the batch being processed and the one being written.
+    One batch is written in a background thread while the next is processed: writing and validating an item's
+    outputs can cost a good part of processing it (a fifth of a GPU stage's time per item in its benchmark, the
+    GPU idle meanwhile). A kill loses at most the batch being processed and the one being written.
     """
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="write") as writer:
         writing: Future[list[Outcome]] | None = None
-        for batch in batches(read_ahead(dataset, items, missing, stage.read_workers, stage.batch_size),
+        for batch in _batches(_read_ahead(dataset, items, missing, stage.read_workers, stage.batch_size),
                              stage.batch_size):
             results = _process(stage, batch)
             if writing is not None:
@@ -120,7 +120,7 @@ def processed_batches(stage: Stage, dataset: Dataset, items: Sequence[Item], mis
             yield writing.result()
 
 
-def read_ahead(
+def _read_ahead(
     dataset: Dataset, items: Sequence[Item], missing: dict[str, frozenset[str]], workers: int, batch_size: int
 ) -> Iterator[Work | ReadFailure]:
     """Read items in background threads, a bounded window ahead, yielding them in order."""
@@ -143,7 +143,7 @@ def read_ahead(
                 yield ReadFailure(item, error)
 
 
-def batches(works: Iterable[Work | ReadFailure], size: int) -> Iterator[list[Work] | list[ReadFailure]]:
+def _batches(works: Iterable[Work | ReadFailure], size: int) -> Iterator[list[Work] | list[ReadFailure]]:
     """Group readable items into batches; an unreadable one goes through alone so its error gets recorded."""
     batch: list[Work] = []
     for work in works:

@@ -60,7 +60,8 @@ def _colour(bits: np.ndarray, palette: np.ndarray, out: np.ndarray) -> None:
 
 
 def task_cpus() -> int:
-    """CPUs this process may run on (a SLURM task's allocation), not the node's count that numba assumes."""
+    """CPUs this process may run on (its CPU affinity: what the task was given), not the machine's count that
+    numba assumes."""
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 

@@ -149,7 +149,7 @@ def run(command: Command, argv: list[str], log: Path, on_start: Callable[[int], 
 
 
 # Tools now running: in their own sessions, so a signal to our process group does not reach them; they are ended
-# when our interpreter exits (a cancelled local task, submitit's requeue) instead of running on unowned.
+# when our interpreter exits (a cancelled or requeued task) instead of running on unowned.
 _running: set[subprocess.Popen[bytes]] = set()
 
 
