@@ -42,6 +42,7 @@ from shardprep.runtime.store import ShardStore, shard_name
 from shardprep.runtime.worker import processed_batches
 from shardprep.stages.depth.geometry import depth_input_size
 from shardprep.stages.depth.keypoints import coco_to_h36m
+from shardprep.stages.depth.models import IMAGENET_MEAN, IMAGENET_STD
 from shardprep.stages.depth.pipeline import frame_arrays
 from shardprep.stages.depth.random_models import SIZES
 from shardprep.stages.depth.selection import select_person
@@ -93,8 +94,8 @@ def naive(stage, dataset: MMPoseDataset, items, out: Path) -> float:
     # mmpose's own fix for running an mmdet pipeline after mmpose set the default registry scope (its demos do this).
     models.detector.model.cfg = adapt_mmdet_pipeline(models.detector.model.cfg)
     depth_net = models.depth.model
-    mean = np.array([0.485, 0.456, 0.406]) * 255
-    std = np.array([0.229, 0.224, 0.225]) * 255
+    mean = np.array(IMAGENET_MEAN) * 255
+    std = np.array(IMAGENET_STD) * 255
     synchronize(models.device)
     start = time.perf_counter()
     for item in items:

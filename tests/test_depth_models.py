@@ -12,8 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import SLURM_TEST_CLUSTER, launch
+from shardprep.runtime.npz import read_npz
+from shardprep.stages.depth.files import STACK
 
-STACK = ("torch", "mmcv", "mmdet", "mmpose", "transformers")
 _missing = [name for name in STACK if importlib.util.find_spec(name) is None]
 pytestmark = [
     pytest.mark.models,
@@ -51,11 +52,6 @@ def check_frame(arrays: dict[str, np.ndarray], image_size=(512, 512)) -> None:
         assert 0 <= x1 < x2 <= image_size[1] and 0 <= y1 < y2 <= image_size[0]
     else:
         assert not arrays["keypoints"].any() and not arrays["scores"].any() and not arrays["depth_point"].any()
-
-
-def read_npz(path: Path) -> dict[str, np.ndarray]:
-    with np.load(path, allow_pickle=False) as data:
-        return {key: data[key] for key in data.files}
 
 
 def test_stage_in_process_with_features_and_bad_payloads(models: list[str], demo_root: Path):

@@ -23,13 +23,12 @@ class Letterbox:
 
     image_size: tuple[int, int]
     resized: tuple[int, int]
-    size: int
 
     @classmethod
     def fit(cls, image_size: tuple[int, int], size: int) -> Letterbox:
         height, width = image_size
         ratio = min(size / max(height, width), size / min(height, width))
-        return cls(image_size, (int(height * ratio + 0.5), int(width * ratio + 0.5)), size)
+        return cls(image_size, (int(height * ratio + 0.5), int(width * ratio + 0.5)))
 
     @property
     def scale_xy(self) -> np.ndarray:

@@ -75,11 +75,11 @@ def compile_depth(setting: Any, device: torch.device) -> bool:
 
 
 def run_frames(models: Models, images: Sequence[np.ndarray], annotated: Sequence[np.ndarray | None],
-               radius: int, use_annotated: Sequence[bool] | None = None) -> list[dict[str, np.ndarray]]:
+               radius: int, use_annotated: Sequence[bool]) -> list[dict[str, np.ndarray]]:
     """The schema's arrays for each frame (H, W, 3) uint8 RGB, given each frame's annotated box (or None).
     `use_annotated[i]`: frame i takes its annotated box even with a detector (datasets in GT-box mode, e.g. 3DPW)."""
     frames = [torch.from_numpy(np.ascontiguousarray(image)).to(models.device).permute(2, 0, 1) for image in images]
-    boxes = choose_boxes(models, frames, annotated, use_annotated or [False] * len(frames))
+    boxes = choose_boxes(models, frames, annotated, use_annotated)
     poses = estimate_keypoints(frames, boxes, models.pose, models.pose_batch)
     depths = frame_depths(models, frames, poses, radius)
     channels = feature_channels(models)

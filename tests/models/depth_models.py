@@ -10,24 +10,20 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from shardprep.stages.depth.random_models import Architecture, save_random_depth_model
+
 # Smallest wheel-shipped configs of the production architectures: CPU time stays low.
 RTMDET_TINY = "mmdet::rtmdet/rtmdet_tiny_8xb32-300e_coco.py"
 RTMPOSE_T = "mmpose::body_2d_keypoint/rtmpose/body8/rtmpose-t_8xb256-420e_body8-256x192.py"
 
 
-def tiny_depth_anything(folder: Path, max_depth: int = 20) -> Path:
-    """A Depth Anything V2 metric model with a 4-layer, 32-wide DINOv2 backbone, random weights (seeded)."""
-    import torch
-    from transformers import DepthAnythingConfig, DepthAnythingForDepthEstimation, Dinov2Config
+# A 4-layer, 32-wide DINOv2 backbone and small DPT widths: the real architecture at test cost.
+TINY_DEPTH_ANYTHING = Architecture(32, 4, 2, 64, (1, 2, 3, 4), (8, 16, 32, 32), 16, 8)
 
-    backbone = Dinov2Config(hidden_size=32, num_hidden_layers=4, num_attention_heads=2, intermediate_size=64,
-                            patch_size=14, image_size=518, out_features=["stage1", "stage2", "stage3", "stage4"],
-                            reshape_hidden_states=False)
-    config = DepthAnythingConfig(backbone_config=backbone, depth_estimation_type="metric", max_depth=max_depth,
-                                 reassemble_hidden_size=32, patch_size=14, neck_hidden_sizes=[8, 16, 32, 32],
-                                 fusion_hidden_size=16, head_hidden_size=8)
-    torch.manual_seed(0)
-    DepthAnythingForDepthEstimation(config).save_pretrained(folder)
+
+def tiny_depth_anything(folder: Path, max_depth: int = 20) -> Path:
+    """A tiny Depth Anything V2 metric model with seeded random weights, saved to `folder`."""
+    save_random_depth_model(folder, TINY_DEPTH_ANYTHING, max_depth)
     return folder
 
 
