@@ -38,23 +38,21 @@ class MergeAfter:
         merged_dir = Path(config["merged_dir"]).expanduser().resolve()
         self.config = config
         self.argv = [*argv, f"out_dir={run_dir}", f"merged_dir={merged_dir}"]
-        load_merge(self.argv)
+        self.merger, self.job = load_merge(self.argv)
 
     def __call__(self, submission: Submission, finish: Callable[[], int]) -> int:
         if submission.backend != "slurm":
             code = finish()
             if code == 0:
-                for path in run_merge(self.argv):
+                for path in self.merger(self.job):
                     print(f"merged: {path}")
             return code
         config = self.config
         # The stage's task size bounds the merge job's: asking a small node for `workers` CPUs would never start.
         cpus = min(positive_int(config, "workers"), int(config["cluster"]["cpus_per_task"]))
         cluster = {**config["cluster"], "gpus_per_task": 0, "cpus_per_task": cpus}
-        cluster["additional"] = {**(cluster.get("additional") or {}), "kill_on_invalid_dep": "yes"}
         name = f"shardprep-merge-{config['dataset']['name']}-{config['stage']['name']}"
-        executor = make_executor(cluster, "slurm", submission.run_dir / "logs", name)
-        executor.update_parameters(dependency=f"afterok:{submission.job_id}")
+        executor = make_executor(cluster, "slurm", submission.run_dir / "logs", name, after=submission.job_id)
         job = executor.submit(MergeTask(self.argv))
         print(f"submitted merge job {job.job_id}: starts after job {submission.job_id} succeeds")
         code = finish()

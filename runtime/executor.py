@@ -71,7 +71,10 @@ def check_array_size(tasks: int) -> None:
         )
 
 
-def make_executor(cluster: dict[str, Any], backend: str, log_dir: Path, job_name: str) -> submitit.Executor:
+def make_executor(cluster: dict[str, Any], backend: str, log_dir: Path, job_name: str,
+                  after: str | None = None) -> submitit.Executor:
+    """An executor for `cluster`; on SLURM, `after` is a job id its jobs wait for (`afterok`: they start once that job
+    succeeded, and are cancelled if it failed). Local and debug runs are sequential, so they need no dependency."""
     if backend == "debug":
         return submitit.DebugExecutor(folder=log_dir)
     if backend == "local":
@@ -91,6 +94,9 @@ def make_executor(cluster: dict[str, Any], backend: str, log_dir: Path, job_name
         "setup": render_setup(cluster),
         "additional_parameters": dict(cluster.get("additional") or {}),
     }
+    if after:
+        parameters["dependency"] = f"afterok:{after}"
+        parameters["additional_parameters"]["kill_on_invalid_dep"] = "yes"
     for key in ("partition", "account", "qos", "constraint", "exclude"):
         if cluster.get(key):
             parameters[key] = cluster[key]

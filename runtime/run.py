@@ -104,10 +104,7 @@ def submit(config: dict[str, Any], run_dir: Path, manifest: Manifest, shards: Se
     if backend == "slurm":
         check_array_size(len(todo))
     name = f"shardprep-{config['dataset']['name']}-{config['stage']['name']}"
-    executor = make_executor(cluster, backend, run_dir / "logs", name)
-    if after and backend == "slurm":
-        additional = {**(cluster.get("additional") or {}), "kill_on_invalid_dep": "yes"}
-        executor.update_parameters(dependency=f"afterok:{after}", additional_parameters=additional)
+    executor = make_executor(cluster, backend, run_dir / "logs", name, after)
     jobs = submit_array(executor, ShardTask(run_dir), todo)
     job_id = jobs[0].job_id.split("_")[0] if backend == "slurm" else jobs[0].job_id
     record_submission(run_dir, job_id, [(shard, job.job_id) for shard, job in zip(todo, jobs)], backend)
