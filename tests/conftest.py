@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -64,3 +65,14 @@ def launch(script: str, *overrides: str, demo_root: Path | None = None, check: b
 # The cluster settings every SLURM test uses: small tasks that fit the one test node.
 SLURM_TEST_CLUSTER = ("cluster=slurm", "cluster.mem_gb=1", "cluster.cpus_per_task=1", "cluster.gpus_per_task=0",
                       "cluster.time_min=10", "wait=true")
+
+
+def wait_until(condition, timeout: float, what: str, interval: float = 0.5):
+    """Poll `condition` until it returns something true (returned), or fail after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")

@@ -35,3 +35,10 @@ def use_tools(monkeypatch: pytest.MonkeyPatch, output: Path) -> None:
 
 def video_overrides(root: Path) -> list[str]:
     return [TEST_CONF, "dataset=video", f"dataset.root={root}"]
+
+
+def checkpoint_of(run_dir: Path, item: str, output: str) -> Path:
+    """The one checkpoint of `item`'s `output` in the run, whichever shard holds it."""
+    matches = list((run_dir / "checkpoints").glob(f"shard-*/{item}.{output}"))
+    assert len(matches) == 1, matches
+    return matches[0]

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import json
 import subprocess
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import SLURM_TEST_CLUSTER, launch
+from conftest import SLURM_TEST_CLUSTER, launch, wait_until
 from data.dsec_synthetic import make_sequence, read_all_events
 
 from shardprep.datasets.dsec import DSECDataset
@@ -20,15 +19,6 @@ from shardprep.runtime.progress import ShardProgress
 pytestmark = [pytest.mark.slurm, pytest.mark.usefixtures("slurm")]
 NO_WAIT = tuple(o for o in SLURM_TEST_CLUSTER if o != "wait=true")
 SUFFIXES = ("events.npz", "png", "frames", "mp4")
-
-
-def wait_until(condition, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.3)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
 def complete_clips(folder: Path) -> set[str]:
@@ -48,7 +38,8 @@ def test_cancelled_events_array_resumes_and_loses_nothing(tmp_path: Path) -> Non
     launch(*command, *NO_WAIT)
     job = submissions(run_dir)[-1]["job_id"]
     shard0 = run_dir / "checkpoints" / "shard-00000"
-    wait_until(lambda: len(complete_clips(shard0)) >= 1, 180, "shard 0 to finish its first clip")
+    wait_until(lambda: len(complete_clips(shard0)) >= 1, 180, "shard 0 to finish its first clip",
+               interval=0.05)  # a shard takes a few seconds: kill it well before its end
     # SIGKILL at once, as a node failure would (a plain scancel leaves KillWait seconds, in which the now fast
     # shards could finish), then cancel whatever had not started.
     subprocess.run(["scancel", "--full", "--signal=KILL", job], check=True)

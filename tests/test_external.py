@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import yaml
 from conftest import launch
-from external_helpers import TOOLS, make_videos, use_tools, video_overrides
+from external_helpers import TOOLS, checkpoint_of, make_videos, use_tools, video_overrides
 from shardprep.datasets.video import VideoDataset
 from shardprep.merge.package_hdf5 import PackageHDF5, RunningStats, package
 from shardprep.runtime.errors import ConfigError
@@ -159,12 +159,6 @@ def test_running_stats_merge_equals_numpy() -> None:
 
 # --- whole runs, in process ------------------------------------------------------------------------------------------
 
-def _checkpoint(run_dir: Path, item: str, output: str) -> Path:
-    matches = list((run_dir / "checkpoints").glob(f"shard-*/{item}.{output}"))
-    assert len(matches) == 1, matches
-    return matches[0]
-
-
 def _errors(run_dir: Path) -> list[dict]:
     return [json.loads(line) for path in sorted((run_dir / "errors").glob("*.jsonl"))
             for line in path.read_text().splitlines()]
@@ -179,8 +173,8 @@ def test_chain_packs_retries_oom_and_packages(tmp_path: Path, monkeypatch: pytes
     runs = tmp_path / "out" / "video"
     items = [f"train__clip{i}" for i in range(4)] + ["val__clip0"]
     for item in items:
-        camera = json.loads((_checkpoint(runs / "test_camera", item, "camera") / "meta.json").read_text())
-        tracker = json.loads((_checkpoint(runs / "test_tracker", item, "tracks") / "meta.json").read_text())
+        camera = json.loads((checkpoint_of(runs / "test_camera", item, "camera") / "meta.json").read_text())
+        tracker = json.loads((checkpoint_of(runs / "test_tracker", item, "tracks") / "meta.json").read_text())
         # Each tool imported its own `utils`, saw none of our PYTHONPATH and none of our modules.
         assert (camera["utils"], tracker["utils"]) == ("camera", "tracker")
         assert camera["pythonpath"] is None and camera["shardprep_loaded"] is False
@@ -190,7 +184,7 @@ def test_chain_packs_retries_oom_and_packages(tmp_path: Path, monkeypatch: pytes
         == ["8", "4", "2"]
     # Packing: the first item ran alone; then floor(0.9 * 700 MiB / 200 MiB) = 3 at once, never more.
     spans = sorted((m["start"], m["end"]) for m in (
-        json.loads((_checkpoint(runs / "test_tracker", item, "tracks") / "meta.json").read_text()) for item in items))
+        json.loads((checkpoint_of(runs / "test_tracker", item, "tracks") / "meta.json").read_text()) for item in items))
     assert all(spans[0][1] <= start for start, _ in spans[1:])
     overlap = max(sum(1 for s, e in spans if s <= t < e) for t, _ in spans)
     assert overlap == 3
@@ -200,9 +194,9 @@ def test_chain_packs_retries_oom_and_packages(tmp_path: Path, monkeypatch: pytes
     package(runs / "test_hands", merged, PackageHDF5(stats=["test_tracker/tracks/tracks", "test_hands/hands/keypoints"]))
     train_tracks, train_keypoints = [], []
     for item in items:
-        tracks = np.load(_checkpoint(runs / "test_tracker", item, "tracks") / "tracks.npy")
-        keypoints = np.load(_checkpoint(runs / "test_hands", item, "hands") / "keypoints.npy")
-        depth = np.load(_checkpoint(runs / "test_camera", item, "camera") / "depth.npy")
+        tracks = np.load(checkpoint_of(runs / "test_tracker", item, "tracks") / "tracks.npy")
+        keypoints = np.load(checkpoint_of(runs / "test_hands", item, "hands") / "keypoints.npy")
+        depth = np.load(checkpoint_of(runs / "test_camera", item, "camera") / "depth.npy")
         with h5py.File(merged / f"{item}.h5") as handle:
             np.testing.assert_array_equal(handle["test_tracker/tracks/tracks"][()], tracks)
             np.testing.assert_array_equal(handle["test_hands/hands/keypoints"][()], keypoints)
@@ -220,7 +214,7 @@ def test_chain_packs_retries_oom_and_packages(tmp_path: Path, monkeypatch: pytes
         np.testing.assert_allclose(stats[name]["std"], flat.std(axis=0), rtol=1e-9)
 
     # An item without a stage's output is listed, and packaged only with allow_partial.
-    removed = _checkpoint(runs / "test_hands", "train__clip1", "hands")
+    removed = checkpoint_of(runs / "test_hands", "train__clip1", "hands")
     for file in removed.iterdir():
         file.unlink()
     removed.rmdir()
@@ -331,7 +325,7 @@ def test_an_invalid_output_folder_is_redone_and_replaced(tmp_path: Path, monkeyp
     overrides = ["stage=test_camera", *video_overrides(root), "cluster=debug"]
     launch("run.py", *overrides)
     run_dir = tmp_path / "out" / "video" / "test_camera"
-    broken, kept = (_checkpoint(run_dir, f"train__clip{i}", "camera") for i in range(2))
+    broken, kept = (checkpoint_of(run_dir, f"train__clip{i}", "camera") for i in range(2))
     pids = {path.name: json.loads((path / "meta.json").read_text())["pid"] for path in (broken, kept)}
     with open(broken / "depth.npy", "r+b") as handle:  # as if the disk filled after the rename
         handle.truncate(200)

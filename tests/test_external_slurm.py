@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import yaml
 from conftest import SLURM_TEST_CLUSTER, launch
-from external_helpers import make_videos, use_tools, video_overrides
+from external_helpers import checkpoint_of, make_videos, use_tools, video_overrides
 
 pytestmark = pytest.mark.slurm
 
@@ -24,11 +24,6 @@ def _sacct(job: str) -> list[tuple[str, str, str]]:
     shown = subprocess.run(["sacct", "-n", "-X", "-P", "-j", job, "--format=Start,End,State"], capture_output=True,
                            text=True, check=True).stdout
     return [tuple(line.split("|")) for line in shown.splitlines() if line]
-
-
-def _checkpoint(run_dir: Path, item: str, output: str) -> Path:
-    (match,) = (run_dir / "checkpoints").glob(f"shard-*/{item}.{output}")
-    return match
 
 
 def test_chain_on_slurm_with_oom_retries_and_packaging(slurm: None, tmp_path: Path,
@@ -60,7 +55,7 @@ def test_chain_on_slurm_with_oom_retries_and_packaging(slurm: None, tmp_path: Pa
         assert min(start for start, _, _ in _sacct(job)) >= max(end for _, end, _ in _sacct(upstream))
     items = ["train__clip0", "train__clip1", "train__clip2", "val__clip0"]
     for item in items:
-        meta = json.loads((_checkpoint(runs / "test_tracker", item, "tracks") / "meta.json").read_text())
+        meta = json.loads((checkpoint_of(runs / "test_tracker", item, "tracks") / "meta.json").read_text())
         assert meta["batch_size"] == 2 and meta["utils"] == "tracker"
     merged = runs / "test_hands" / "merged"
     assert "merged:" in done.stdout, done.stdout
@@ -68,7 +63,7 @@ def test_chain_on_slurm_with_oom_retries_and_packaging(slurm: None, tmp_path: Pa
     assert not (merged / "train__broken.h5").exists()
     flat = []
     for item in items:
-        keypoints = np.load(_checkpoint(runs / "test_hands", item, "hands") / "keypoints.npy")
+        keypoints = np.load(checkpoint_of(runs / "test_hands", item, "hands") / "keypoints.npy")
         with h5py.File(merged / f"{item}.h5") as handle:
             np.testing.assert_array_equal(handle["test_hands/hands/keypoints"][()], keypoints)
         if item.startswith("train"):

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import SLURM_TEST_CLUSTER, launch
+from conftest import SLURM_TEST_CLUSTER, launch, wait_until
 
 from shardprep.runtime.errors import ConfigError
 from shardprep.runtime.executor import check_array_size, max_array_size
@@ -55,16 +55,6 @@ def last_job(run_dir: Path) -> str:
 
 def task_id(run_dir: Path, shard: int) -> str:
     return submissions(run_dir)[-1]["tasks"][str(shard)]
-
-
-def wait_until(condition, timeout: float, what: str, interval: float = 0.5):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
 def job_finished(job_id: str) -> bool:
