@@ -31,7 +31,7 @@ sys.path.insert(0, str(REPO / "tests"))
 from data.dsec_synthetic import make_sequence  # noqa: E402
 
 from shardprep.datasets.dsec import DSECDataset  # noqa: E402
-from shardprep.runtime.store import ShardStore  # noqa: E402
+from shardprep.runtime.run_folder import RunFolder  # noqa: E402
 from shardprep.stages.base import Work  # noqa: E402
 from shardprep.stages.events.render import EventCanvas, render_loop  # noqa: E402
 from shardprep.stages.events.slicing import find_window  # noqa: E402
@@ -92,7 +92,7 @@ def extract(root: Path, out: Path, mode: str) -> dict[str, float]:
         result = stage.process([Work(item, dataset.read(item), frozenset({"events", "image"}))])[0]
         if isinstance(result, BaseException):
             raise result
-        ShardStore(out, 0, stage.outputs, "benchmark").write(item.id, result)
+        RunFolder(out).shard_store(0, stage.outputs, "benchmark").write(item.id, result)
         count = int(result["events"]["count"])
     else:
         import h5py

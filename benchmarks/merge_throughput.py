@@ -26,8 +26,8 @@ from shardprep.runtime.build import build_dataset
 from shardprep.runtime.config import load_config
 from shardprep.runtime.manifest import Manifest, items_digest
 from shardprep.runtime.npz import write_npz
+from shardprep.runtime.run_folder import RunFolder
 from shardprep.runtime.sharding import plan_shards
-from shardprep.runtime.store import shard_name
 
 FINGERPRINT = "benchmark"
 FRAMES_PER_SEQUENCE = 1000
@@ -53,7 +53,7 @@ def make_run(base: Path, frames: int, shards: int) -> list[str]:
     config["stage"] = {"name": "depth"}
     items = build_dataset(config).items()
     plan = plan_shards(items, shards)
-    Manifest(config, plan, len(items), items_digest(items), FINGERPRINT, "benchmark").save(base / "run")
+    RunFolder(base / "run").write_manifest(Manifest(config, plan, len(items), items_digest(items), FINGERPRINT, "benchmark"))
     template = base / "template.npz"
     write_npz(template, {
         "keypoints": rng.uniform(0, 1000, (17, 2)).astype(np.float32),
@@ -68,7 +68,7 @@ def make_run(base: Path, frames: int, shards: int) -> list[str]:
     })
     data = template.read_bytes()
     for shard, (start, end) in enumerate(plan):
-        folder = base / "run/checkpoints" / shard_name(shard)
+        folder = RunFolder(base / "run").shard_folder(shard)
         folder.mkdir(parents=True)
         for item in items[start:end]:
             (folder / f"{item.id}.npz").write_bytes(data)

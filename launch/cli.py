@@ -9,19 +9,21 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
 from shardprep.launch.merge_after import MergeAfter
+from shardprep.runtime.build import build_stage
 from shardprep.runtime.config import load_config
 from shardprep.runtime.errors import ConfigError
-from shardprep.runtime.manifest import Manifest
-from shardprep.runtime.run import Submission, prepare, submit, wait
+from shardprep.runtime.executor import resolve_backend
+from shardprep.runtime.run import Launch, Submission, cancel, preflight, prepare, submit, wait
+from shardprep.runtime.run_folder import RunFolder, planned_runs
 from shardprep.runtime.status import (
-    as_json, as_table, group_statuses, groups_as_json, groups_as_table, shard_statuses,
+    as_json, as_table, gave_up_hint, group_statuses, groups_as_json, groups_as_table, run_status,
 )
 
 EXIT_CONFIG = 2
+EXIT_INTERRUPTED = 130
 
 
 def guarded(main: Callable[[Sequence[str]], int]) -> Callable[[Sequence[str] | None], None]:
@@ -42,17 +44,92 @@ def run_stage(stage: str | None) -> Callable[[Sequence[str] | None], None]:
     def main(argv: Sequence[str]) -> int:
         defaults = [f"stage={stage}"] if stage else []
         config = load_config(argv, defaults=defaults)
-        run_dir, manifest = prepare(config)
-        merge = MergeAfter(config, [*defaults, *argv], run_dir) if config.get("merge_after") else None
-        submission = submit(config, run_dir, manifest)
-        describe_submission(submission, config)
-
-        def finish() -> int:
-            return wait_and_report(submission) if submission.backend != "slurm" or config["wait"] else 0
-
-        return merge(submission, finish) if merge else finish()
+        launch = prepare(config)
+        for note in launch.notes:
+            print(note, file=sys.stderr)
+        if config["dry_run"]:
+            print(describe_plan(launch))
+            return 0
+        merge = None
+        if config.get("merge_after"):
+            with planned_runs({launch.folder.path: launch.manifest}):  # the merge is checked against this plan
+                merge = MergeAfter(config, [*defaults, *argv], launch.folder.path)
+        with launch.folder.lock():
+            submission = submit(launch)
+            describe_submission(submission, config)
+            if submission.backend == "slurm":
+                merge_job = merge.submit(submission) if merge else None
+        if submission.backend == "slurm":
+            # The lock is released: the array runs without this process, which may now wait (wait=true) or exit.
+            return interruptible(submission, lambda: finish_slurm(submission, config, merge, merge_job))
+        with launch.folder.lock():  # a local run lives in this process: nobody else may launch into it meanwhile
+            return interruptible(submission, lambda: finish_local(submission, merge))
 
     return guarded(main)
+
+
+def finish_local(submission: Submission, merge: MergeAfter | None) -> int:
+    code = wait_and_report(submission)
+    if code == 0 and merge is not None:
+        merge.run_here()
+    return code
+
+
+def finish_slurm(submission: Submission, config: dict[str, Any], merge: MergeAfter | None, merge_job: Any) -> int:
+    if not config["wait"]:
+        return 0
+    code = wait_and_report(submission)
+    if merge is not None:
+        code = merge.wait(merge_job) or code
+    return code
+
+
+def interruptible(submission: Submission, finish: Callable[[], int]) -> int:
+    """Run `finish`; on Ctrl-C say in one line what keeps running (SLURM) or stop what would not (local)."""
+    try:
+        return finish()
+    except KeyboardInterrupt:
+        if submission.backend == "slurm":
+            print(f"\ninterrupted: job {submission.job_id} keeps running on SLURM (it does not need this command); "
+                  f"watch it with {status_command(submission.run_dir)}, stop it with scancel {submission.job_id}",
+                  file=sys.stderr)
+        else:
+            cancel(submission)
+            print(f"\ninterrupted: the {submission.backend} shards were stopped; what they finished is kept: run the "
+                  "same command to resume", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+def status_command(run_dir: Any) -> str:
+    folder = RunFolder(run_dir)
+    config = folder.manifest().config
+    return (f"python launch/status.py dataset={config['dataset']['name']} stage={config['stage']['name']} "
+            f"out_dir={folder.path}")
+
+
+def describe_plan(launch: Launch) -> str:
+    """The dry run's answer: shard plan, resources asked, estimated disk use."""
+    config, manifest = launch.config, launch.manifest
+    cluster = config["cluster"]
+    lines = [f"dry run: nothing written, nothing submitted; out_dir={launch.folder.path}",
+             f"{manifest.item_count} items in {manifest.shards} shard(s), fingerprint {manifest.fingerprint}"]
+    lines.append("shard  items  frames")
+    for shard, ((start, end), frames) in enumerate(zip(manifest.plan, launch.frames)):
+        lines.append(f"{shard:<5}  {end - start:<5}  {frames}")
+    if launch.backend == "slurm":
+        lines.append(f"resources: one {launch.backend} array of {manifest.shards} task(s) (at most "
+                     f"{cluster['array_parallelism']} at once), each {cluster['cpus_per_task']} CPUs, "
+                     f"{cluster['mem_gb']} GB, {cluster['gpus_per_task']} GPU(s), {cluster['time_min']} min; partition "
+                     f"{cluster.get('partition') or '(default)'}")
+    else:
+        lines.append(f"resources: {manifest.shards} {launch.backend} process(es) on this machine")
+    sizes = [output.estimated_bytes() for output in build_stage(config).outputs]
+    known = sum(size for size in sizes if size is not None)
+    estimate = f"about {known * manifest.item_count / 1e9:.3f} GB of checkpoints"
+    if any(size is None for size in sizes):
+        estimate += " plus outputs of unknown size"
+    lines.append(f"disk: {estimate} ({manifest.item_count} items x {len(sizes)} output(s))")
+    return "\n".join(lines)
 
 
 def describe_submission(submission: Submission, config: dict[str, Any]) -> None:
@@ -60,50 +137,82 @@ def describe_submission(submission: Submission, config: dict[str, Any]) -> None:
     span = f"shard {shards[0]}" if len(shards) == 1 else f"shards {shards[0]}-{shards[-1]}"
     if len(shards) > 1 and shards != list(range(shards[0], shards[-1] + 1)):
         span = f"shards {','.join(map(str, shards))}"
-    status = (
-        f"python launch/status.py dataset={config['dataset']['name']} stage={config['stage']['name']} "
-        f"out_dir={submission.run_dir}"
-    )
+    logs = submission.run_dir / "logs"
     print(f"submitted {submission.backend} job {submission.job_id}: {len(shards)} task(s), {span}")
     print(f"  outputs:  {submission.run_dir / 'checkpoints'}")
-    print(f"  logs:     {submission.run_dir / 'logs'}/{submission.job_id}*/")
-    print(f"  progress: {status}")
+    print(f"  logs:     {logs}/{submission.job_id}_*/" if submission.backend == "slurm" else f"  logs:     {logs}/")
+    print(f"  progress: {status_command(submission.run_dir)}")
     if submission.backend == "slurm":
         print(f"            squeue -j {submission.job_id}    (re-run the same command to resume)")
 
 
 def wait_and_report(submission: Submission) -> int:
     failures = wait(submission)
-    rows = shard_statuses(submission.run_dir)
-    print(as_table(rows))
+    folder = RunFolder(submission.run_dir)
+    status = run_status(folder)
+    print(as_table(status))
+    hint = gave_up_hint(status, status_command(folder.path))
+    if hint:
+        print(hint, file=sys.stderr)
     for line in failures:
         print(f"task failed: {line}", file=sys.stderr)
-    return 1 if failures or any(row.todo for row in rows) else 0
+    return 1 if failures or any(row.todo for row in status.shards) else 0
+
+
+def cluster_for_resubmit(manifest_cluster: dict[str, Any], config: dict[str, Any], argv: Sequence[str]) -> dict[str, Any]:
+    """The run's own resources, except what this command line sets: `cluster=<name>` takes that whole group,
+    `cluster.<key>=...` that key."""
+    keys = [arg.split("=", 1)[0].lstrip("+~") for arg in argv]
+    if "cluster" in keys:
+        return config["cluster"]
+    cluster = json.loads(json.dumps(manifest_cluster))
+    for key in keys:
+        if not key.startswith("cluster."):
+            continue
+        path = key.split(".")[1:]
+        source, target = config["cluster"], cluster
+        for part in path[:-1]:
+            source, target = source[part], target.setdefault(part, {})
+        target[path[-1]] = source[path[-1]]
+    return cluster
 
 
 @guarded
 def status_main(argv: Sequence[str]) -> int:
     config = load_config(argv, strict=False)  # only reads a run: model paths the stage config leaves open do not matter
-    run_dir = Path(config["out_dir"]).expanduser().resolve()
-    manifest = Manifest.load(run_dir)
+    folder = RunFolder(config["out_dir"])
+    manifest = folder.manifest()
     if config["by"] == "group":
-        groups = group_statuses(run_dir)
+        groups = group_statuses(folder)
         print(json.dumps(groups_as_json(groups), indent=1) if config["output"] == "json" else groups_as_table(groups))
         return 0
     if config["by"] != "shard":
         raise ConfigError(f"by={config['by']!r}: use by=shard (per shard, the default) or by=group (per item group)")
-    rows = shard_statuses(run_dir)
-    if config["output"] == "json":
-        print(json.dumps(as_json(rows), indent=1))
-    else:
-        print(as_table(rows))
-    if config["resubmit"]:
-        incomplete = [row.shard for row in rows if row.todo]
-        if not incomplete:
-            print("nothing to resubmit: every shard is complete")
-            return 0
-        manifest.config["cluster"] = config["cluster"]
-        submission = submit(manifest.config, run_dir, manifest, incomplete)
+    status = run_status(folder)
+    print(json.dumps(as_json(status), indent=1) if config["output"] == "json" else as_table(status))
+    retry = bool(config["retry_failed"])
+    hint = gave_up_hint(status, status_command(folder.path))
+    if hint and not (config["resubmit"] and retry):
+        print(hint, file=sys.stderr)
+    if not config["resubmit"]:
+        return 0
+    incomplete = [row.shard for row in status.shards if row.todo > (0 if retry else row.gave_up)]
+    if not incomplete:
+        print("nothing to resubmit: " + ("every shard is complete" if not hint else "every item left has given up "
+                                          "(see above: add retry_failed=true)"))
+        return 0
+    run_config = {**manifest.config, "cluster": cluster_for_resubmit(manifest.config["cluster"], config, argv)}
+    manifest.config = run_config  # what this array asks for is the run's from now on
+    if retry:
+        import time
+
+        manifest.attempts_since = time.time()
+    launch = Launch(run_config, folder, manifest, resolve_backend(run_config["cluster"]))
+    if launch.backend == "slurm":
+        preflight(run_config, len(incomplete))
+    with folder.lock():
+        submission = submit(launch, incomplete)
         describe_submission(submission, config)
-        return wait_and_report(submission) if submission.backend != "slurm" or config["wait"] else 0
-    return 0
+        if submission.backend != "slurm":
+            return interruptible(submission, lambda: wait_and_report(submission))
+    return interruptible(submission, lambda: wait_and_report(submission)) if config["wait"] else 0

@@ -7,14 +7,17 @@ The merge itself (merge/) only reads checkpoints and writes training files; subm
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from shardprep.merge.job import load_merge, run_merge
+import submitit
+
+from shardprep.merge.job import load_merge, run_merge, write_merged
 from shardprep.runtime.config import positive_int
 from shardprep.runtime.executor import make_executor
-from shardprep.runtime.run import Submission
+from shardprep.runtime.run import Submission, job_name
+from shardprep.runtime.run_folder import RunFolder
 
 
 class MergeTask:
@@ -40,30 +43,31 @@ class MergeAfter:
         self.argv = [*argv, f"out_dir={run_dir}", f"merged_dir={merged_dir}"]
         self.merger, self.job = load_merge(self.argv)
 
-    def __call__(self, submission: Submission, finish: Callable[[], int]) -> int:
-        if submission.backend != "slurm":
-            code = finish()
-            if code == 0:
-                for path in self.merger(self.job):
-                    print(f"merged: {path}")
-            return code
+    def run_here(self) -> None:
+        for path in write_merged(self.merger, self.job):
+            print(f"merged: {path}")
+
+    def submit(self, submission: Submission) -> submitit.Job:
+        """Queue the merge behind `submission`'s array; recorded in the run's submissions as kind `merge`."""
         config = self.config
         # The stage's task size bounds the merge job's: asking a small node for `workers` CPUs would never start.
         cpus = min(positive_int(config, "workers"), int(config["cluster"]["cpus_per_task"]))
         cluster = {**config["cluster"], "gpus_per_task": 0, "cpus_per_task": cpus}
-        name = f"shardprep-merge-{config['dataset']['name']}-{config['stage']['name']}"
-        executor = make_executor(cluster, "slurm", submission.run_dir / "logs", name, after=submission.job_id)
+        folder = RunFolder(submission.run_dir)
+        executor = make_executor(cluster, "slurm", folder.logs, job_name(config, "merge"), after=submission.job_id)
         job = executor.submit(MergeTask(self.argv))
-        print(f"submitted merge job {job.job_id}: starts after job {submission.job_id} succeeds")
-        code = finish()
-        if not config["wait"]:
-            return code
+        folder.record_submission(job.job_id, [], "slurm", kind="merge", cluster=cluster)
+        print(f"submitted merge job {job.job_id}: starts after job {submission.job_id} succeeds; "
+              f"log: {folder.logs / job.job_id}/")
+        return job
+
+    def wait(self, job: submitit.Job) -> int:
         try:
             paths = job.result()
         except Exception as error:  # submitit wraps the job's exception; its last line says what went wrong
             lines = [line for line in str(error).splitlines() if line.strip()]
             print(f"merge job {job.job_id} failed: {lines[-1] if lines else error}", file=sys.stderr)
-            return code or 1
+            return 1
         for path in paths:
             print(f"merged: {path}")
-        return code
+        return 0

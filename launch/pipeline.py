@@ -2,23 +2,24 @@
 
 `conf/pipeline/<name>.yaml` lists the stages in order; each later stage reads the earlier ones' outputs through its
 `depends_on`. Overrides apply to every stage (dataset, shards, cluster); `<stage>:key=value` to that stage only, e.g.
-`external_tapip3d:stage.gpu.max_workers=2`. Every stage is prepared (all checks, manifests written) before anything is submitted; on SLURM each
-stage is then one array job that starts once the previous array succeeded (`afterok`), so the whole chain is queued
-by one command. Locally the stages run one after the other. `merge_after=true` adds the last stage's merge
+`external_tapip3d:stage.gpu.max_workers=2`. Every stage is prepared (all checks; a later stage checks against the
+earlier stages' planned manifests) before anything is submitted; on SLURM each stage is then one array job that starts
+once the previous array succeeded (`afterok`), so the whole chain is queued by one command. Locally the stages run one after the other. `merge_after=true` adds the last stage's merge
 (conf/merge/<last stage>.yaml), after the chain. Re-running the command resumes every stage.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import ExitStack
 from functools import partial
-from typing import Any
 
-from shardprep.launch.cli import describe_submission, wait_and_report, guarded
+from shardprep.launch.cli import describe_submission, finish_slurm, guarded, interruptible, wait_and_report
 from shardprep.launch.merge_after import MergeAfter
 from shardprep.runtime.config import load_config
 from shardprep.runtime.errors import ConfigError
-from shardprep.runtime.run import Submission, prepare, submit
+from shardprep.runtime.run import Launch, prepare, submit
+from shardprep.runtime.run_folder import planned_runs
 
 
 @guarded
@@ -38,34 +39,39 @@ def main(argv: Sequence[str]) -> int:
             if target not in own:
                 raise ConfigError(f"{arg}: {target!r} is not a stage of this pipeline ({', '.join(stages)})")
             own[target].append(override)
-    prepared = []
+    prepared: list[Launch] = []
     for stage in stages:
-        overrides = [*common, f"stage={stage}", *own[stage]]
-        config = load_config(overrides)
-        prepared.append((config, *prepare(config)))
-    last_config, last_dir, _ = prepared[-1]
-    merge = MergeAfter(last_config, [*common, f"stage={stages[-1]}", *own[stages[-1]]], last_dir) \
-        if last_config.get("merge_after") else None
+        config = load_config([*common, f"stage={stage}", *own[stage]])
+        with planned_runs({launch.folder.path: launch.manifest for launch in prepared}):
+            prepared.append(prepare(config))
+    last = prepared[-1]
+    merge = None
+    if last.config.get("merge_after"):
+        with planned_runs({launch.folder.path: launch.manifest for launch in prepared}):
+            merge = MergeAfter(last.config, [*common, f"stage={stages[-1]}", *own[stages[-1]]], last.folder.path)
 
-    code, previous, submitted = 0, None, []
-    for index, (config, run_dir, manifest) in enumerate(prepared):
-        submission = submit(config, run_dir, manifest, after=previous)
-        describe_submission(submission, config)
-        previous = submission.job_id
-        submitted.append((submission, config))
-        last = index == len(prepared) - 1
-        if submission.backend == "slurm" and not last:
-            continue  # on SLURM the whole chain is queued first, then waited for; locally each stage ends first
-        finish = partial(_finish_all, submitted)
-        submitted = []
-        code = max(code, merge(submission, finish) if last and merge else finish())
+    previous, queued = None, []
+    with ExitStack() as locks:
+        for launch in prepared:
+            locks.enter_context(launch.folder.lock())
+            submission = submit(launch, after=previous)
+            describe_submission(submission, launch.config)
+            previous = submission.job_id
+            if submission.backend != "slurm":  # locally each stage ends before the next starts
+                code = interruptible(submission, partial(wait_and_report, submission))
+                if code:
+                    return code
+            queued.append((submission, launch.config))
+        if submission.backend != "slurm":
+            if merge is not None:
+                merge.run_here()
+            return 0
+        merge_job = merge.submit(submission) if merge else None
+    code = max(interruptible(s, partial(finish_slurm, s, config, None, None)) for s, config in queued)
+    if merge is not None and last.config["wait"]:
+        code = merge.wait(merge_job) or code
     return code
 
-
-def _finish_all(submitted: list[tuple[Submission, dict[str, Any]]]) -> int:
-    """Wait for each submitted stage where the launch waits, print its table; the worst exit code."""
-    return max([wait_and_report(submission) if submission.backend != "slurm" or config["wait"] else 0
-                for submission, config in submitted])
 
 if __name__ == "__main__":
     main()

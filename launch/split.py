@@ -7,6 +7,7 @@ alike (merge/split.py, docs/merge.md).
 from collections.abc import Sequence
 
 from shardprep.launch.cli import guarded
+from shardprep.merge.folder import merging
 from shardprep.merge.job import load_merge
 from shardprep.merge.split import split_run
 from shardprep.runtime.npz import npz_headers
@@ -15,7 +16,9 @@ from shardprep.runtime.npz import npz_headers
 @guarded
 def main(argv: Sequence[str]) -> int:
     _, job = load_merge(argv)
-    written, left_out = split_run(job)
+    with merging(job.out_dir, job.manifest.fingerprint) as written:
+        subsets, left_out = split_run(job)
+        written.extend(subsets)
     for path in written:
         rows = f" ({npz_headers(path)['imgname'][0][0]} rows)" if path.suffix == ".npz" else ""
         print(f"split: {path}{rows}")

@@ -21,8 +21,6 @@ from shardprep.merge.reader import Checkpoints
 from shardprep.runtime.atomic import write_json
 from shardprep.runtime.build import build_dataset, build_stage
 from shardprep.runtime.errors import ConfigError
-from shardprep.runtime.manifest import items_digest
-from shardprep.runtime.store import ShardStore
 
 # Template fields, with example values used to check a template before anything is read.
 FIELDS = {"id": "train.1s.seq.00000", "split": "train", "duration": "1s", "duration_ms": 1000, "sequence": "seq",
@@ -51,10 +49,7 @@ class DSECJsonMerge:
         dataset = build_dataset(config)
         if not isinstance(dataset, DSECDataset):
             raise ConfigError(f"the events merge needs a DSEC dataset, the run used {dataset.name!r}")
-        items = dataset.items()
-        if items_digest(items) != job.manifest.items_digest:
-            raise ConfigError(f"the clips of dataset {dataset.name!r} changed since the run in {job.run_dir} "
-                              "(frame timestamps, durations or overlap): merge with the settings the run was made with")
+        _, items = job.folder.checked_items(job.manifest, dataset)
         complete, paths = self._complete(job, items)
         incomplete = _incomplete_report(items, complete)
         if incomplete and not job.allow_partial:
@@ -73,19 +68,14 @@ class DSECJsonMerge:
         return written
 
     def _complete(self, job: MergeJob, items: Sequence[Any]) -> tuple[np.ndarray, dict[str, Checkpoints]]:
-        """Per item: every output present and valid (listing, then validating only what is present)."""
+        """Per item: every output present and valid, by the shards' own validation."""
         outputs = build_stage(job.manifest.config).outputs
+        valid_names = job.folder.valid_files(job.manifest, outputs)
         complete = np.ones(len(items), dtype=bool)
         paths = {}
         for output in outputs:
-            checkpoints = Checkpoints.locate(job.run_dir, job.manifest, items, output.suffix)
-            present = checkpoints.present()
-            stores = {}
-            for i in np.flatnonzero(present & complete):
-                shard = int(checkpoints.shards[i])
-                store = stores.setdefault(shard, ShardStore.for_run(job.run_dir, job.manifest, shard, outputs))
-                present[i] = store.is_valid(checkpoints.paths[i], output)
-            complete &= present
+            checkpoints = Checkpoints.locate(job.folder, job.manifest, items, output.suffix)
+            complete &= checkpoints.valid(valid_names)
             paths[output.name] = checkpoints
         return complete, paths
 

@@ -15,9 +15,11 @@ from typing import Any, Protocol
 
 from hydra.utils import instantiate
 
+from shardprep.merge.folder import merging
 from shardprep.runtime.config import load_config, positive_int
 from shardprep.runtime.errors import ConfigError
-from shardprep.runtime.manifest import MANIFEST, Manifest
+from shardprep.runtime.manifest import Manifest
+from shardprep.runtime.run_folder import MANIFEST, RunFolder
 
 # Like launch/depth.py: without stage=..., the merge is that of the depth run (or the dataset's only run).
 DEFAULTS = ("stage=depth",)
@@ -30,6 +32,7 @@ class MergeJob:
     config: dict[str, Any]  # the merge command's resolved config; the run's own is `manifest.config`
     run_dir: Path
     manifest: Manifest
+    folder: RunFolder
     out_dir: Path
     format: str | None  # None: the merge's default
     workers: int
@@ -43,8 +46,9 @@ class Merger(Protocol):
 def load_merge(argv: Sequence[str]) -> tuple[Merger, MergeJob]:
     """Compose the config, find the run, and build the merge its stage names."""
     config = load_config(argv, defaults=DEFAULTS, strict=False)
-    run_dir = find_run(Path(config["out_dir"]).expanduser().resolve(), argv)
-    manifest = Manifest.load(run_dir)
+    run_dir = find_run(RunFolder(config["out_dir"]).path, argv)
+    folder = RunFolder(run_dir)
+    manifest = folder.manifest()
     stage = manifest.config["stage"]["name"]
     config = load_config([*argv, f"out_dir={run_dir}"], defaults=[*DEFAULTS, f"+merge={stage}"], strict=False)
     try:
@@ -55,6 +59,7 @@ def load_merge(argv: Sequence[str]) -> tuple[Merger, MergeJob]:
         config=config,
         run_dir=run_dir,
         manifest=manifest,
+        folder=folder,
         out_dir=Path(config["merged_dir"]).expanduser().resolve(),
         format=config["format"],
         workers=positive_int(config, "workers"),
@@ -66,7 +71,7 @@ def load_merge(argv: Sequence[str]) -> tuple[Merger, MergeJob]:
 def find_run(run_dir: Path, argv: Sequence[str]) -> Path:
     """`run_dir`, or, when the command named neither stage nor out_dir and the default (depth) run is not there, the
     dataset's one run beside it: `launch/merge.py dataset=dsec` merges the DSEC events run."""
-    if (run_dir / MANIFEST).is_file() or any(arg.split("=")[0] in ("stage", "out_dir") for arg in argv):
+    if RunFolder(run_dir).exists() or any(arg.split("=")[0] in ("stage", "out_dir") for arg in argv):
         return run_dir
     runs = sorted(path.parent for path in run_dir.parent.glob(f"*/{MANIFEST}"))
     if len(runs) == 1:
@@ -77,6 +82,13 @@ def find_run(run_dir: Path, argv: Sequence[str]) -> Path:
     return run_dir
 
 
+def write_merged(merger: Merger, job: MergeJob) -> list[Path]:
+    """Run `merger` into `job.out_dir` as the merged folder's one writer (merge/folder.py)."""
+    with merging(job.out_dir, job.manifest.fingerprint) as written:
+        written.extend(merger(job))
+    return written
+
+
 def run_merge(argv: Sequence[str]) -> list[Path]:
     merger, job = load_merge(argv)
-    return merger(job)
+    return write_merged(merger, job)

@@ -20,9 +20,8 @@ import numpy as np
 import yaml
 from shardprep.merge import hdf5
 from shardprep.runtime.atomic import atomic_path, write_json
-from shardprep.runtime.build import build_dataset
 from shardprep.runtime.errors import ConfigError
-from shardprep.runtime.manifest import Manifest, items_digest
+from shardprep.runtime.run_folder import RunFolder
 from shardprep.runtime.npz import read_npz
 from shardprep.runtime.store import FINGERPRINT_KEY
 from shardprep.stages.external.inputs import MissingInput, Upstream
@@ -85,7 +84,7 @@ def chain(run_dir: Path) -> list[Upstream]:
         if folder in seen:
             return
         seen.add(folder)
-        stage = Manifest.load(folder).config["stage"]
+        stage = RunFolder(folder).manifest().config["stage"]
         for upstream_dir in (stage.get("depends_on") or {}).values():
             visit(Path(upstream_dir))
         ordered.append(Upstream(stage["name"], folder))
@@ -100,11 +99,8 @@ def package(run_dir: Path, out_dir: Path, options: PackageHDF5, allow_partial: b
     stages = chain(run_dir)
     for upstream in stages:
         upstream.check()
-    manifest = Manifest.load(run_dir)
-    items = build_dataset(manifest.config).items()
-    if items_digest(items) != manifest.items_digest:
-        raise ConfigError(f"the dataset's items changed since the run in {run_dir} was made: re-run the stages "
-                          "(or point dataset.root back at the videos they were run on)")
+    run = RunFolder(run_dir)
+    _, items = run.checked_items(run.manifest())
     missing: dict[str, list[str]] = {}
     sources: dict[str, dict[str, dict[str, Path]]] = {}
     for item in items:

@@ -23,7 +23,8 @@ from shardprep.datasets.base import Item
 from shardprep.merge.layout import Layout
 from shardprep.runtime.manifest import Manifest
 from shardprep.runtime.npz import npz_headers
-from shardprep.runtime.store import FINGERPRINT_KEY, shard_name
+from shardprep.runtime.run_folder import RunFolder
+from shardprep.runtime.store import FINGERPRINT_KEY
 
 CHUNK = 512
 
@@ -47,13 +48,13 @@ class Checkpoints:
     folders: list[str]  # per shard
 
     @classmethod
-    def locate(cls, run_dir: Path, manifest: Manifest, items: Sequence[Item], suffix: str) -> Checkpoints:
+    def locate(cls, folder: RunFolder, manifest: Manifest, items: Sequence[Item], suffix: str) -> Checkpoints:
         files, shards, folders = [], np.empty(len(items), dtype=np.int64), []
         for shard, (start, end) in enumerate(manifest.plan):
-            folder = os.path.join(run_dir, "checkpoints", shard_name(shard))
-            files.extend(f"{folder}/{item.id}.{suffix}" for item in items[start:end])
+            shard_folder = str(folder.shard_folder(shard))
+            files.extend(f"{shard_folder}/{item.id}.{suffix}" for item in items[start:end])
             shards[start:end] = shard
-            folders.append(folder)
+            folders.append(shard_folder)
         return cls(files, shards, folders)
 
     @cached_property
@@ -61,7 +62,8 @@ class Checkpoints:
         return [Path(file) for file in self.files]
 
     def present(self) -> np.ndarray:
-        """(items,) bool: the file exists. One directory listing per shard, no per-file stat calls."""
+        """(items,) bool: the file exists. One directory listing per shard, no per-file stat calls; what is present
+        is then validated as it is read (`read_all`)."""
         listed: set[str] = set()
         for folder in self.folders:
             try:
@@ -70,6 +72,12 @@ class Checkpoints:
             except FileNotFoundError:
                 continue
         return np.array([file in listed for file in self.files], dtype=bool)
+
+    def valid(self, valid_names: Sequence[frozenset[str]]) -> np.ndarray:
+        """(items,) bool: the file is valid, by the shards' own validation (`RunFolder.valid_files`): the merge,
+        status and the tasks agree on what is done."""
+        return np.array([os.path.basename(file) in valid_names[shard] for file, shard in zip(self.files, self.shards)],
+                        dtype=bool)
 
 
 def spec_of(path: str | Path, keys: Sequence[str]) -> dict[str, tuple[tuple[int, ...], np.dtype]]:

@@ -21,9 +21,8 @@ from shardprep.datasets.splits import SplitDataset
 from shardprep.merge import hdf5, xycd
 from shardprep.merge.job import MergeJob
 from shardprep.merge.reader import MISSING, OK, REASONS, Checkpoints, read_all, spec_of
-from shardprep.runtime.build import build_dataset
 from shardprep.runtime.errors import ConfigError
-from shardprep.runtime.manifest import items_digest
+from shardprep.runtime.store import FINGERPRINT_KEY
 
 FORMATS = ("xycd", "hdf5")
 SHOWN_SHARDS = 10
@@ -47,18 +46,14 @@ class RowMerge:
         if form not in FORMATS:
             raise ConfigError(f"format={form!r}: use one of {', '.join(FORMATS)}")
         config = job.manifest.config
-        dataset = build_dataset(config)
-        items = dataset.items()
-        if items_digest(items) != job.manifest.items_digest:
-            raise ConfigError(f"the items of dataset {dataset.name!r} changed since the run in {job.run_dir}: "
-                              "merge with the annotation files the run was made from")
+        dataset, items = job.folder.checked_items(job.manifest)
         tables = annotation_tables(dataset)
         for split, table in tables.items():
-            clash = sorted(set(table) & {*self.fields.values(), "valid"})
+            clash = sorted(set(table) & {*self.fields.values(), "valid", FINGERPRINT_KEY})
             if clash:
                 raise ConfigError(f"the {split or dataset.name} annotation file already has {', '.join(clash)}: rename "
                                   f"them in `fields` of conf/merge/{config['stage']['name']}.yaml")
-        checkpoints = Checkpoints.locate(job.run_dir, job.manifest, items, self.suffix)
+        checkpoints = Checkpoints.locate(job.folder, job.manifest, items, self.suffix)
         status = np.where(checkpoints.present(), OK, MISSING).astype(np.uint8)
         if not job.allow_partial:
             _refuse_incomplete(job, items, checkpoints, status)
@@ -86,6 +81,8 @@ class RowMerge:
                 attributes = run_attributes(job, split, merged["valid"])
                 written.append(hdf5.write(job.out_dir / f"{stem}.h5", merged, attributes))
             else:
+                # The run's fingerprint travels in the file (HDF5: in its attributes), so a file says which run made it.
+                merged[FINGERPRINT_KEY] = np.array(job.manifest.fingerprint)
                 written.extend(xycd.write(job.out_dir, stem, merged, self.dets))
         return written
 

@@ -4,7 +4,8 @@
 is one), keeps the rows of each subject list of `dataset.subjects`, and writes `<dataset>_<prefix>_<subset>.npz`
 (+ twin). A row's subject is the start of its image's file name up to the first `_` (`s11_50591643-0_walk.mp4_000001.jpg`
 -> s11, `S1_Directions_1.54138969_000001.jpg` -> S1, `TS1_000001.jpg` -> TS1). Every array must have one entry per
-row (first dimension N): an array that does not cannot be masked consistently and is refused, naming it.
+row (first dimension N): an array that does not cannot be masked consistently and is refused, naming it. The one
+exception is the run's `fingerprint` (a single value), which every subset keeps; merged files of two runs are refused.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from shardprep.merge.job import MergeJob
 from shardprep.merge.rows import merged_stem
 from shardprep.runtime.errors import ConfigError
 from shardprep.runtime.npz import read_npz, write_npz
+from shardprep.runtime.store import FINGERPRINT_KEY
 
 DETS = "dets"  # the twin's rows travel as one more per-row array while splitting
 
@@ -78,6 +80,11 @@ def split_run(job: MergeJob) -> tuple[list[Path], int]:
         if dets.is_file():
             arrays[DETS] = np.load(dets, allow_pickle=False)
         parts.append((str(path), arrays))
+    fingerprints = {str(arrays.pop(FINGERPRINT_KEY)) for _, arrays in parts if FINGERPRINT_KEY in arrays}
+    if len(fingerprints) > 1:
+        raise ConfigError(f"the merged files in {job.out_dir} come from runs of different fingerprints "
+                          f"({', '.join(sorted(fingerprints))}): run `python launch/merge.py` for this run again")
+    fingerprint = next(iter(fingerprints), None)
     merged = concatenate(parts)
     written = []
     selected = masks(merged["imgname"], subjects)
@@ -85,6 +92,8 @@ def split_run(job: MergeJob) -> tuple[list[Path], int]:
         path = job.out_dir / f"{merged_stem(dataset['name'], prefix, subset)}.npz"
         arrays = {key: array[mask] for key, array in merged.items()}
         dets = arrays.pop(DETS, None)
+        if fingerprint is not None:
+            arrays[FINGERPRINT_KEY] = np.array(fingerprint)
         write_npz(path, arrays)
         written.append(path)
         if dets is not None:

@@ -2,6 +2,9 @@
 
 Temporary names start with `.tmp-` in the destination folder (same file system, so the rename is atomic). A task
 killed mid-write leaves such a file behind; `is_temporary` lets the next scan of that folder recognise and remove it.
+`durable=True` also fsyncs the file before the rename and its folder after: for the run's metadata (a few small files
+that every reader needs), so that a node crash leaves the old version or the new one, never an empty file. Per-item
+checkpoints skip it: they are validated on resume, and a lost one is only redone.
 """
 
 from __future__ import annotations
@@ -9,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -22,18 +26,39 @@ def is_temporary(name: str) -> bool:
 
 
 @contextmanager
-def atomic_path(path: Path) -> Iterator[Path]:
+def atomic_path(path: Path, durable: bool = False) -> Iterator[Path]:
     """Yield a temporary path beside `path`; on success rename it onto `path`, on error remove it."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{TEMP_PREFIX}{os.getpid()}-{path.name}")
+    tmp = path.with_name(f"{TEMP_PREFIX}{os.getpid()}-{threading.get_ident()}-{path.name}")
     try:
         yield tmp
+        if durable and tmp.is_file():
+            _fsync(tmp)
         if tmp.is_dir() and path.is_dir() and not path.is_symlink():
             remove(path)  # os.replace cannot replace a non-empty folder; the old one is being redone anyway
         os.replace(tmp, path)
+        if durable:
+            _fsync(path.parent)
     except BaseException:
         remove(tmp)
         raise
+
+
+def _fsync(path: Path) -> None:
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+def append_line(path: Path, line: str) -> None:
+    """Append one line durably. A crash mid-append can leave a torn last line, which readers skip."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as log:
+        log.write(line.rstrip("\n") + "\n")
+        log.flush()
+        os.fsync(log.fileno())
 
 
 def create_folder_once(folder: Path, build: Callable[[Path], None]) -> None:
@@ -63,11 +88,11 @@ def remove(path: Path) -> None:
         path.unlink(missing_ok=True)
 
 
-def write_with(path: Path, write: Callable[[Path], None]) -> None:
-    with atomic_path(path) as tmp:
+def write_with(path: Path, write: Callable[[Path], None], durable: bool = False) -> None:
+    with atomic_path(path, durable) as tmp:
         write(tmp)
 
 
-def write_json(path: Path, data: Any) -> None:
-    with atomic_path(path) as tmp:
+def write_json(path: Path, data: Any, durable: bool = True) -> None:
+    with atomic_path(path, durable) as tmp:
         tmp.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")

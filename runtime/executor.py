@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from string import Template
@@ -71,21 +72,13 @@ def check_array_size(tasks: int) -> None:
         )
 
 
-def make_executor(cluster: dict[str, Any], backend: str, log_dir: Path, job_name: str,
-                  after: str | None = None) -> submitit.Executor:
-    """An executor for `cluster`; on SLURM, `after` is a job id its jobs wait for (`afterok`: they start once that job
-    succeeded, and are cancelled if it failed). Local and debug runs are sequential, so they need no dependency."""
-    if backend == "debug":
-        return submitit.DebugExecutor(folder=log_dir)
-    if backend == "local":
-        executor: submitit.Executor = submitit.LocalExecutor(folder=log_dir)
-        executor.update_parameters(timeout_min=int(cluster["time_min"]), gpus_per_node=int(cluster["gpus_per_task"]))
-        return executor
-    executor = submitit.SlurmExecutor(folder=log_dir / "%j", max_num_timeout=int(cluster["max_requeues"]))
+def slurm_parameters(cluster: dict[str, Any], job_name: str, after: str | None = None) -> dict[str, Any]:
+    """submitit's SlurmExecutor parameters for `cluster`: the one translation of the config into sbatch options, used
+    by the submission and by its `--test-only` preflight alike."""
     parameters: dict[str, Any] = {
         "job_name": job_name,
         "time": int(cluster["time_min"]),
-        "mem": f"{int(cluster['mem_gb'] * 1024)}M",
+        "mem": f"{int(float(cluster['mem_gb']) * 1024)}M",
         "cpus_per_task": int(cluster["cpus_per_task"]),
         "ntasks_per_node": 1,
         "nodes": 1,
@@ -102,8 +95,66 @@ def make_executor(cluster: dict[str, Any], backend: str, log_dir: Path, job_name
             parameters[key] = cluster[key]
     if int(cluster["gpus_per_task"]) > 0:
         parameters["gpus_per_node"] = int(cluster["gpus_per_task"])
-    executor.update_parameters(**parameters)
+    return parameters
+
+
+def make_executor(cluster: dict[str, Any], backend: str, log_dir: Path, job_name: str,
+                  after: str | None = None) -> submitit.Executor:
+    """An executor for `cluster`; on SLURM, `after` is a job id its jobs wait for (`afterok`: they start once that job
+    succeeded, and are cancelled if it failed). Local and debug runs are sequential, so they need no dependency."""
+    if backend == "debug":
+        return submitit.DebugExecutor(folder=log_dir)
+    if backend == "local":
+        executor: submitit.Executor = submitit.LocalExecutor(folder=log_dir)
+        executor.update_parameters(timeout_min=int(cluster["time_min"]), gpus_per_node=int(cluster["gpus_per_task"]))
+        return executor
+    executor = submitit.SlurmExecutor(folder=log_dir / "%j", max_num_timeout=int(cluster["max_requeues"]))
+    executor.update_parameters(**slurm_parameters(cluster, job_name, after))
     return executor
+
+
+def check_cluster_settings(cluster: dict[str, Any]) -> None:
+    """Values SLURM would only reject with a traceback (or accept and never run): one line each."""
+    for key in ("time_min", "cpus_per_task", "array_parallelism", "max_requeues", "signal_delay_s", "gpus_per_task"):
+        value = cluster.get(key)
+        minimum = 0 if key in ("max_requeues", "signal_delay_s", "gpus_per_task") else 1
+        if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+            raise ConfigError(f"cluster.{key}={value!r}: must be a whole number >= {minimum}")
+    memory = cluster.get("mem_gb")
+    if not isinstance(memory, (int, float)) or isinstance(memory, bool) or memory <= 0:
+        raise ConfigError(f"cluster.mem_gb={memory!r}: must be a number of GB > 0 (e.g. cluster.mem_gb=16)")
+
+
+def check_schedulable(cluster: dict[str, Any], job_name: str, tasks: int) -> None:
+    """Ask SLURM (`sbatch --test-only`, nothing is queued) whether the array's request can ever run: a partition
+    typo, or more CPUs / memory / GPUs than any node of the partition has, is refused here in one line instead of
+    pending forever. Silent where sbatch cannot be asked."""
+    from submitit.slurm.slurm import _make_sbatch_string
+
+    from shardprep.runtime.scheduler import partition_limits
+
+    parameters = slurm_parameters(cluster, job_name)
+    with tempfile.TemporaryDirectory(prefix="shardprep-test-only-") as folder:
+        script = Path(folder) / "test.sh"
+        # map_count makes it an array request, as the real submission is
+        script.write_text(_make_sbatch_string(command="true", folder=folder, map_count=tasks, **parameters))
+        try:
+            answer = subprocess.run(["sbatch", "--test-only", str(script)], capture_output=True, text=True,
+                                    timeout=60)
+        except (OSError, subprocess.TimeoutExpired):
+            return
+    if answer.returncode == 0:
+        return
+    said = "; ".join(line.strip() for line in answer.stderr.splitlines() if line.strip()) or "refused"
+    gpus = int(cluster["gpus_per_task"])
+    request = (f"{int(cluster['cpus_per_task'])} CPUs, {cluster['mem_gb']} GB, {gpus} GPU(s), "
+               f"{int(cluster['time_min'])} min per task, partition {cluster.get('partition') or '(default)'}")
+    limits = partition_limits(cluster.get("partition"))
+    raise ConfigError(
+        f"SLURM would never run this array ({request}): sbatch --test-only says: {said}"
+        + (f"; the cluster has {limits}" if limits else "")
+        + ": change cluster.partition / cpus_per_task / mem_gb / gpus_per_task / time_min to fit"
+    )
 
 
 def submit_array(executor: submitit.Executor, task: Any, shards: Sequence[int]) -> list[submitit.Job]:

@@ -2,7 +2,7 @@
 
 `manifest.json` holds the resolved config, the shard plan, the item count and a digest of the item ids, the code
 version, and the fingerprint: a hash of everything that changes outputs (stage config, the dataset's annotation files,
-model configs and checkpoints). Submissions are appended to `submissions.jsonl` so the manifest is written once.
+model configs and checkpoints). Reading and writing it is the run folder's business (runtime/run_folder.py).
 """
 
 from __future__ import annotations
@@ -17,12 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from shardprep.datasets.base import Item
-from shardprep.runtime.atomic import write_json
 from shardprep.runtime.errors import ConfigError
 from shardprep.runtime.sharding import Plan
-
-MANIFEST = "manifest.json"
-SUBMISSIONS = "submissions.jsonl"
 
 
 @dataclass
@@ -36,23 +32,24 @@ class Manifest:
     created: float = field(default_factory=time.time)
     # When `fingerprint` took effect (creation, or the force=true that changed it): older files are stale.
     fingerprint_since: float = field(default_factory=time.time)
+    # Failed attempts before this time do not count against max_attempts (reset by force=true, a changed fingerprint,
+    # or retry_failed=true).
+    attempts_since: float = 0.0
 
     @property
     def shards(self) -> int:
         return len(self.plan)
 
-    def save(self, run_dir: Path) -> None:
-        write_json(run_dir / MANIFEST, asdict(self))
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
 
     @classmethod
-    def load(cls, run_dir: Path) -> Manifest:
-        path = run_dir / MANIFEST
-        if not path.exists():
-            raise ConfigError(f"no run at {run_dir} (no {MANIFEST}): launch the stage first")
-        data = json.loads(path.read_text())
+    def from_dict(cls, data: dict[str, Any]) -> Manifest:
+        data = dict(data)
         data["plan"] = [tuple(bounds) for bounds in data["plan"]]
         # A manifest of an older version has no fingerprint_since: its files are as valid as they were then.
         data.setdefault("fingerprint_since", 0.0)
+        data.setdefault("attempts_since", 0.0)
         return cls(**data)
 
 
@@ -100,23 +97,3 @@ def code_version() -> str:
     except (OSError, subprocess.TimeoutExpired):
         return __version__
     return f"{__version__}+{described.stdout.strip()}" if described.returncode == 0 else __version__
-
-
-def record_submission(run_dir: Path, job_id: str, tasks: Sequence[tuple[int, str]], backend: str) -> None:
-    """Append one submission: its job id and, per shard, the scheduler's id of that shard's task."""
-    line = {
-        "job_id": job_id,
-        "shards": [shard for shard, _ in tasks],
-        "tasks": {str(shard): task for shard, task in tasks},
-        "backend": backend,
-        "time": time.time(),
-    }
-    with open(run_dir / SUBMISSIONS, "a") as log:
-        log.write(json.dumps(line) + "\n")
-
-
-def submissions(run_dir: Path) -> list[dict[str, Any]]:
-    path = run_dir / SUBMISSIONS
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]

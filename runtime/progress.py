@@ -7,6 +7,7 @@ requeue after a time limit, re-run after a kill) with how much that attempt foun
 from __future__ import annotations
 
 import json
+import logging
 import os
 import socket
 import time
@@ -15,7 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from shardprep.runtime.atomic import write_json
-from shardprep.runtime.store import shard_name
+
+log = logging.getLogger(__name__)
 
 
 def current_job() -> str:
@@ -45,20 +47,28 @@ class Attempt:
 
 @dataclass
 class ShardProgress:
-    shard: int
-    attempts: list[Attempt] = field(default_factory=list)
+    """The attempts at one shard, kept in `path` (the run folder's `progress/shard-NNNNN.json`)."""
 
-    @staticmethod
-    def path(run_dir: Path, shard: int) -> Path:
-        return run_dir / "progress" / f"{shard_name(shard)}.json"
+    shard: int
+    path: Path
+    attempts: list[Attempt] = field(default_factory=list)
+    # Why the file on disk could not be read (empty or torn), if it could not: its history is lost, nothing else.
+    unreadable: str = ""
 
     @classmethod
-    def load(cls, run_dir: Path, shard: int) -> ShardProgress:
-        path = cls.path(run_dir, shard)
-        if not path.exists():
-            return cls(shard)
-        data: dict[str, Any] = json.loads(path.read_text())
-        return cls(shard, [Attempt(**attempt) for attempt in data["attempts"]])
+    def load(cls, path: Path, shard: int) -> ShardProgress:
+        try:
+            text = path.read_text()
+        except FileNotFoundError:
+            return cls(shard, path)
+        try:
+            data: dict[str, Any] = json.loads(text)
+            return cls(shard, path, [Attempt(**attempt) for attempt in data["attempts"]])
+        except (ValueError, TypeError, KeyError) as error:
+            # A crash can leave this file empty or torn. It is only history: the checkpoints say what is done.
+            what = "empty" if not text.strip() else f"unreadable ({type(error).__name__})"
+            log.warning("%s is %s: its attempt history is lost, the checkpoints still say what is done", path, what)
+            return cls(shard, path, unreadable=what)
 
     def start(self, items: int, valid: int, invalid: int, todo: int) -> Attempt:
         attempt = Attempt(
@@ -75,7 +85,7 @@ class ShardProgress:
         self.attempts.append(attempt)
         return attempt
 
-    def save(self, run_dir: Path) -> None:
+    def save(self) -> None:
         if self.attempts:
             self.attempts[-1].updated = time.time()
-        write_json(self.path(run_dir, self.shard), {"shard": self.shard, "attempts": [asdict(a) for a in self.attempts]})
+        write_json(self.path, {"shard": self.shard, "attempts": [asdict(a) for a in self.attempts]})

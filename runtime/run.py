@@ -1,26 +1,46 @@
-"""Prepare a run folder and submit its shards: everything that must hold before anything is submitted.
+"""Prepare a launch and submit its shards: everything that must hold before anything is submitted.
 
-Order matters: every check that can fail (config, data, models, out_dir, an existing run's fingerprint and shard
-count, the cluster's array limit) runs before the first job is submitted, and the manifest is written only then.
+`prepare` checks everything that can be known before submission (config, data, models, out_dir, an existing run's
+fingerprint and shard count, the cluster's array limit and whether SLURM could ever run the request) and writes
+nothing. `submit`, called while holding the run folder's lock, refuses while an earlier array of the run is still
+queued or running, writes the manifest, submits, and puts the manifest back as it was if the submission failed: a
+refused or failed launch never pins a run.
 """
 
 from __future__ import annotations
 
+import os
 import tempfile
+import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import submitit
 
 from shardprep.runtime.build import build_dataset, build_stage
+from shardprep.runtime.config import one_line, positive_int
 from shardprep.runtime.errors import ConfigError
-from shardprep.runtime.executor import check_array_size, make_executor, resolve_backend, submit_array
-from shardprep.runtime.manifest import MANIFEST, Manifest, code_version, fingerprint, items_digest, record_submission
-from shardprep.runtime.config import positive_int
+from shardprep.runtime.executor import (
+    check_array_size, check_cluster_settings, check_schedulable, make_executor, resolve_backend, submit_array,
+)
+from shardprep.runtime.manifest import Manifest, code_version, fingerprint, items_digest
+from shardprep.runtime.run_folder import RunFolder, UnreadableManifest
 from shardprep.runtime.sharding import plan_shards
 from shardprep.runtime.task import ShardTask
+
+
+@dataclass
+class Launch:
+    """A checked launch: the run folder, the manifest it will have once submitted, and notes for the user."""
+
+    config: dict[str, Any]
+    folder: RunFolder
+    manifest: Manifest
+    backend: str
+    frames: list[int] = field(default_factory=list)  # per shard, the items' total weight (frames)
+    notes: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -32,11 +52,17 @@ class Submission:
     jobs: list[submitit.Job]
 
 
-def prepare(config: dict[str, Any]) -> tuple[Path, Manifest]:
-    """Validate everything and write (or confirm) the run's manifest. Raises `ConfigError` on any problem."""
+def job_name(config: dict[str, Any], kind: str = "") -> str:
+    return "-".join(part for part in ("shardprep", kind, config["dataset"]["name"], config["stage"]["name"]) if part)
+
+
+def prepare(config: dict[str, Any]) -> Launch:
+    """Check everything and plan the run; nothing is written. Raises `ConfigError` on any problem."""
     shards = positive_int(config, "shards")
     positive_int(config, "max_attempts")
-    resolve_backend(config["cluster"])
+    folder = RunFolder(config["out_dir"])
+    backend = resolve_backend(config["cluster"])
+    check_cluster_settings(config["cluster"])
     dataset = build_dataset(config)
     dataset.validate()
     items = dataset.items()
@@ -51,64 +77,109 @@ def prepare(config: dict[str, Any]) -> tuple[Path, Manifest]:
     digest = items_digest(items)
     run_fingerprint = fingerprint(config["stage"], [*stage.fingerprint_files(), *dataset.fingerprint_files()], digest,
                                   stage.upstream_fingerprints())
-    run_dir = Path(config["out_dir"]).expanduser().resolve()
-    _check_writable(run_dir)
+    _check_writable(folder.path)
     manifest = Manifest(config, plan, len(items), digest, run_fingerprint, code_version())
-    if (run_dir / MANIFEST).exists():
-        old = _check_resumable(run_dir, manifest, force=bool(config["force"]))
-        manifest.created = old.created
-        if old.fingerprint == manifest.fingerprint:
-            manifest.fingerprint_since = old.fingerprint_since
-    manifest.save(run_dir)
-    return run_dir, manifest
+    launch = Launch(config, folder, manifest, backend,
+                    frames=[sum(max(1, item.weight) for item in items[start:end]) for start, end in plan])
+    if folder.manifest_path.exists():
+        try:
+            old = folder.manifest()
+        except UnreadableManifest as error:
+            launch.notes.append(f"note: {error}; planned anew from this command")
+            manifest.attempts_since = time.time()
+        else:
+            _resume(folder, old, manifest, force=bool(config["force"]), retry_failed=bool(config["retry_failed"]))
+    if backend == "slurm":
+        preflight(config, shards)
+    return launch
+
+
+def preflight(config: dict[str, Any], tasks: int) -> None:
+    """What SLURM would refuse or never run, asked before anything is written: MaxArraySize, then the whole request
+    (`sbatch --test-only`: partition, QOS and account limits, node sizes)."""
+    check_array_size(tasks)
+    check_schedulable(config["cluster"], job_name(config), tasks)
 
 
 def _check_writable(run_dir: Path) -> None:
+    """The run folder, or the nearest folder above it that exists, takes new files (probed there, removed at once)."""
+    existing = run_dir
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ConfigError(f"out_dir={run_dir}: {existing} is not a folder: choose another out_dir")
     try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=run_dir, prefix=".tmp-probe-"):
+        with tempfile.NamedTemporaryFile(dir=existing, prefix=".tmp-probe-"):
             pass
     except OSError as error:
         raise ConfigError(f"out_dir={run_dir} is not writable ({error.strerror}): choose another out_dir") from None
 
 
-def _check_resumable(run_dir: Path, new: Manifest, force: bool) -> Manifest:
-    """Refuse to mix a run with outputs made under other settings; return the existing run's manifest."""
-    old = Manifest.load(run_dir)
+def _resume(folder: RunFolder, old: Manifest, new: Manifest, force: bool, retry_failed: bool) -> None:
+    """Refuse to mix a run with outputs made under other settings; carry over what the new manifest keeps."""
     if old.shards != new.shards:
         raise ConfigError(
-            f"{run_dir} was planned with shards={old.shards}; its checkpoints are laid out per shard, so the count "
+            f"{folder.path} was planned with shards={old.shards}; its checkpoints are laid out per shard, so the count "
             f"cannot change: run again with shards={old.shards}, or use a new out_dir"
         )
     if old.items_digest != new.items_digest:
         raise ConfigError(
-            f"{run_dir} was planned for another item list ({old.item_count} items, now {new.item_count}): "
+            f"{folder.path} was planned for another item list ({old.item_count} items, now {new.item_count}): "
             "use a new out_dir"
         )
     if old.fingerprint != new.fingerprint and not force:
         raise ConfigError(
-            f"{run_dir} holds a run with fingerprint {old.fingerprint}, this config gives {new.fingerprint} (stage "
-            "config, model files, annotations or an upstream run changed): use a new out_dir, or force=true to redo its "
-            "items"
+            f"{folder.path} holds a run with fingerprint {old.fingerprint}, this config gives {new.fingerprint} (stage "
+            "config, model files, annotations or an upstream run changed): use a new out_dir, or force=true to redo "
+            "its items"
         )
-    return old
+    new.created = old.created
+    if old.fingerprint == new.fingerprint:
+        new.fingerprint_since = old.fingerprint_since
+        new.attempts_since = time.time() if (force or retry_failed) else old.attempts_since
+    else:  # forced onto new settings: old files are stale, and failures under the old ones do not count
+        new.attempts_since = new.fingerprint_since
 
 
-def submit(config: dict[str, Any], run_dir: Path, manifest: Manifest, shards: Sequence[int] | None = None,
-           after: str | None = None) -> Submission:
-    """Submit `shards` (all by default) of the run as one array job; on SLURM, `after` is a job id the array waits
-    for (`afterok`: it starts once that job succeeded, and is cancelled if it failed)."""
-    cluster = config["cluster"]
-    backend = resolve_backend(cluster)
+def submit(launch: Launch, shards: Sequence[int] | None = None, after: str | None = None) -> Submission:
+    """Submit `shards` (all by default) as one array job; on SLURM, `after` is a job id the array waits for
+    (`afterok`). Call while holding `launch.folder.lock()`."""
+    folder, config, manifest = launch.folder, launch.config, launch.manifest
+    live = folder.live_tasks()
+    if live is not None:
+        raise ConfigError(
+            f"job {live.job_id} of {folder.path} is still in SLURM's queue ({live.describe()}); a second array would "
+            f"process its items twice: wait for it (squeue -j {live.job_id}) or cancel it (scancel {live.job_id}), "
+            "then run this command again"
+        )
     todo = list(range(manifest.shards)) if shards is None else list(shards)
-    if backend == "slurm":
-        check_array_size(len(todo))
-    name = f"shardprep-{config['dataset']['name']}-{config['stage']['name']}"
-    executor = make_executor(cluster, backend, run_dir / "logs", name, after)
-    jobs = submit_array(executor, ShardTask(run_dir), todo)
-    job_id = jobs[0].job_id.split("_")[0] if backend == "slurm" else jobs[0].job_id
-    record_submission(run_dir, job_id, [(shard, job.job_id) for shard, job in zip(todo, jobs)], backend)
-    return Submission(run_dir, backend, job_id, todo, jobs)
+    previous = folder.manifest_bytes()
+    logs_before = set(os.listdir(folder.logs)) if folder.logs.is_dir() else set()
+    folder.write_manifest(manifest)
+    executor = make_executor(config["cluster"], launch.backend, folder.logs, job_name(config), after)
+    try:
+        jobs = submit_array(executor, ShardTask(folder.path), todo)
+    except Exception as error:  # sbatch refused (or submitit failed before it): leave the folder as it was
+        folder.restore_manifest(previous)
+        _remove_new_logs(folder, logs_before)
+        raise ConfigError(f"the submission failed, nothing was queued and {folder.path} is as it was: "
+                          f"{one_line(error)}") from None
+    job_id = jobs[0].job_id.split("_")[0] if launch.backend == "slurm" else jobs[0].job_id
+    folder.record_submission(job_id, [(shard, job.job_id) for shard, job in zip(todo, jobs)], launch.backend,
+                             cluster=config["cluster"])
+    return Submission(folder.path, launch.backend, job_id, todo, jobs)
+
+
+def _remove_new_logs(folder: RunFolder, before: set[str]) -> None:
+    """Remove what a failed submission left in the logs folder (submitit pickles its tasks before calling sbatch)."""
+    from shardprep.runtime.atomic import remove
+
+    if not folder.logs.is_dir():
+        return
+    for name in set(os.listdir(folder.logs)) - before:
+        remove(folder.logs / name)
+    if not before:
+        folder.logs.rmdir()
 
 
 def wait(submission: Submission) -> list[str]:
@@ -121,3 +192,12 @@ def wait(submission: Submission) -> list[str]:
             last = [line for line in str(error).splitlines() if line.strip()]
             failures.append(f"shard {shard} (job {job.job_id}): {last[-1] if last else error}")
     return failures
+
+
+def cancel(submission: Submission) -> None:
+    """Stop the submission's tasks (a local launch interrupted by Ctrl-C: its processes would run on unseen)."""
+    for job in submission.jobs:
+        try:
+            job.cancel(check=False)
+        except Exception:  # already finished, or the backend cannot cancel (debug): nothing left to stop
+            continue

@@ -1,127 +1,176 @@
-"""What a run folder says about its shards: items done and failed (from the files), SLURM state (from sacct).
+"""What a run folder says about its shards: valid items, failures, SLURM state and reason, speed and ETA.
 
-Counting only lists each shard folder; it does not validate files (the tasks do that when they run). An item counts
-as done when every output of the stage is present.
+Counts are of valid files, not of files: each shard folder is checked through its validation cache (only files that
+changed since the shard's task last looked are opened), read-only, so status is cheap and safe beside running tasks.
+SLURM's view comes from the queue (state and, for pending tasks, the reason) and from accounting for finished ones.
 """
 
 from __future__ import annotations
 
-import os
-import subprocess
+import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
-from pathlib import Path
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from shardprep.runtime.atomic import is_temporary
 from shardprep.runtime.build import build_dataset, build_stage
-from shardprep.runtime.manifest import Manifest, submissions
-from shardprep.runtime.progress import ShardProgress
-from shardprep.runtime.store import ShardStore
+from shardprep.runtime.progress import Attempt
+from shardprep.runtime.run_folder import RunFolder, pid_alive
+from shardprep.runtime.scheduler import final_states, queued_tasks
 
 
 @dataclass
 class ShardStatus:
     shard: int
     items: int
-    done: int
-    failed: int
-    todo: int
+    done: int  # items with every output present and valid
+    failed: int  # items not done that failed at least once (since the last reset of attempts)
+    gave_up: int  # of those, items not retried any more (max_attempts failed attempts)
+    todo: int  # items not done
     job: str
     state: str
     requeues: int
+    elapsed_s: float  # of the shard's last attempt
+    rate: float  # items per second in that attempt
+    eta_s: float | None  # at that rate, for what the running attempt still has to do
     last_error: str
 
 
-def shard_statuses(run_dir: Path) -> list[ShardStatus]:
+@dataclass
+class RunStatus:
+    shards: list[ShardStatus]
+    max_attempts: int
+    merge_job: str = ""
+    merge_state: str = ""
+    notes: list[str] = field(default_factory=list)
+
+    def totals(self) -> dict[str, int]:
+        return {key: sum(getattr(row, key) for row in self.shards) for key in ("items", "done", "failed", "todo")}
+
+
+def run_status(folder: RunFolder) -> RunStatus:
     """One row per shard. Item ids come from the checkpoint and error files, so the dataset is not re-read."""
-    manifest = Manifest.load(run_dir)
+    manifest = folder.manifest()
     outputs = build_stage(manifest.config).outputs
-    jobs = _latest_jobs(run_dir)
-    states = _sacct_states({job.split("_")[0] for job in jobs.values()})
-    rows = []
+    max_attempts = int(manifest.config["max_attempts"])
+    submissions = folder.submissions()
+    tasks = _latest_tasks(submissions)
+    merges = [s for s in submissions if s["kind"] == "merge"]
+    slurm_jobs = {task.split("_")[0] for task in tasks.values()} | {m["job_id"] for m in merges if m["backend"] == "slurm"}
+    queued = queued_tasks(slurm_jobs)
+    finished = final_states(job for job in slurm_jobs if not any(t.split("_")[0] == job for t in queued))
+    status = RunStatus([], max_attempts)
+    now = time.time()
     for shard, (start, end) in enumerate(manifest.plan):
-        store = ShardStore.for_run(run_dir, manifest, shard, outputs)
-        done_ids = _done_ids(store)
-        errors = store.errors()
-        failed_ids = {record.item for record in errors} - done_ids
-        attempts = ShardProgress.load(run_dir, shard).attempts
-        job = jobs.get(shard, "")
-        rows.append(
-            ShardStatus(
-                shard=shard,
-                items=end - start,
-                done=len(done_ids),
-                failed=len(failed_ids),
-                todo=end - start - len(done_ids),
-                job=job,
-                state=states.get(job, attempts[-1].state if attempts else "not started"),
-                requeues=max((attempt.restart_count for attempt in attempts), default=0),
-                last_error=next((r.error for r in reversed(errors) if r.item in failed_ids), ""),
-            )
-        )
-    return rows
+        store = folder.store(manifest, shard, outputs)
+        done_ids = _complete_items(store, store.check_folder().valid)
+        attempts = store.attempts()
+        failed_ids = set(attempts) - done_ids
+        gave_up = {item for item in failed_ids if attempts[item] >= max_attempts}
+        errors = [record for record in store.errors() if record.item in failed_ids]
+        progress = folder.progress(shard)
+        if progress.unreadable:
+            status.notes.append(f"shard {shard}: {folder.progress_path(shard).name} is {progress.unreadable} (a crash "
+                                "while it was written): attempt history lost; counts come from the checkpoints")
+        last = progress.attempts[-1] if progress.attempts else None
+        job = tasks.get(shard, "")
+        state = queued.get(job) or finished.get(job) or _attempt_state(last)
+        elapsed, rate, eta = _speed(last, now, running=state.startswith("RUNNING") or state == "running")
+        status.shards.append(ShardStatus(
+            shard=shard, items=end - start, done=len(done_ids), failed=len(failed_ids), gave_up=len(gave_up),
+            todo=end - start - len(done_ids), job=job, state=state,
+            requeues=max((attempt.restart_count for attempt in progress.attempts), default=0),
+            elapsed_s=elapsed, rate=rate, eta_s=eta, last_error=errors[-1].error if errors else "",
+        ))
+    if merges:
+        merge = merges[-1]
+        status.merge_job = merge["job_id"]
+        status.merge_state = queued.get(merge["job_id"]) or finished.get(merge["job_id"]) or "unknown"
+    return status
 
 
-def _done_ids(store: ShardStore) -> set[str]:
-    suffixes = {f".{output.suffix}" for output in store.outputs.values()}
+def _complete_items(store, valid: frozenset[str]) -> set[str]:
     present: dict[str, int] = {}
-    for name in store.list_files():
-        for suffix in suffixes:
-            if name.endswith(suffix):
-                present[name[: -len(suffix)]] = present.get(name[: -len(suffix)], 0) + 1
-    return {item for item, count in present.items() if count == len(suffixes)}
+    for name in valid:
+        owner = store.output_of(name)
+        if owner is not None:
+            present[owner[0]] = present.get(owner[0], 0) + 1
+    return {item for item, count in present.items() if count == len(store.outputs)}
 
 
-def _latest_jobs(run_dir: Path) -> dict[int, str]:
-    """Per shard, the SLURM job id of its task in the newest submission that included it (`<job>_<index>` for an
+def _latest_tasks(submissions: Sequence[dict[str, Any]]) -> dict[int, str]:
+    """Per shard, the scheduler's id of its task in the newest array that included it (`<job>_<index>` for an
     array task; a plain id where submitit sent a single task as a plain job)."""
     latest: dict[int, str] = {}
-    for submission in submissions(run_dir):
-        if submission["backend"] == "slurm":
-            # Lines of an older version have no per-task ids: nothing to ask sacct for them.
-            latest.update({int(shard): task for shard, task in submission.get("tasks", {}).items()})
+    for submission in submissions:
+        if submission["kind"] == "array" and submission["backend"] == "slurm":
+            latest.update({int(shard): task for shard, task in submission["tasks"].items()})
     return latest
 
 
-def _sacct_states(job_ids: set[str]) -> dict[str, str]:
-    """`<job>_<index>` -> SLURM state for the given array jobs; empty where sacct does not answer."""
-    if not job_ids:
-        return {}
-    try:
-        answer = subprocess.run(
-            ["sacct", "-n", "-P", "-X", "--format=JobID,State", "-j", ",".join(sorted(job_ids))],
-            capture_output=True, text=True, timeout=30,
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return {}
-    states = {}
-    for line in answer.stdout.splitlines():
-        job, _, state = line.partition("|")
-        if "[" not in job:  # "<job>_[3-9]" rows are tasks not started yet
-            states[job] = state.split()[0] if state else ""
-    return states
+def _attempt_state(attempt: Attempt | None) -> str:
+    """The state the shard's own record gives; a "running" attempt whose process is gone on this host stopped."""
+    if attempt is None:
+        return "not started"
+    if attempt.state == "running" and pid_alive(attempt.host, attempt.pid) is False:
+        return "stopped"
+    return attempt.state
 
 
-def totals(rows: Sequence[ShardStatus]) -> dict[str, int]:
-    return {key: sum(getattr(row, key) for row in rows) for key in ("items", "done", "failed", "todo")}
+def _speed(attempt: Attempt | None, now: float, running: bool) -> tuple[float, float, float | None]:
+    if attempt is None:
+        return 0.0, 0.0, None
+    elapsed = max(0.0, (now if running else (attempt.updated or attempt.started)) - attempt.started)
+    rate = attempt.processed / elapsed if elapsed > 0 else 0.0
+    left = attempt.todo - attempt.processed - attempt.failed
+    eta = left / rate if running and rate > 0 else None
+    return elapsed, rate, eta
 
 
-def as_json(rows: Sequence[ShardStatus]) -> dict[str, Any]:
-    return {"shards": [asdict(row) for row in rows], "totals": totals(rows)}
+def as_json(status: RunStatus) -> dict[str, Any]:
+    return {"shards": [asdict(row) for row in status.shards], "totals": status.totals(),
+            "gave_up": sum(row.gave_up for row in status.shards), "max_attempts": status.max_attempts,
+            "merge": {"job": status.merge_job, "state": status.merge_state} if status.merge_job else None,
+            "notes": status.notes}
 
 
-def as_table(rows: Sequence[ShardStatus]) -> str:
-    header = ("shard", "items", "done", "failed", "todo", "job", "state", "requeues", "last error")
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    seconds = int(round(seconds))
+    hours, rest = divmod(seconds, 3600)
+    return f"{hours}:{rest // 60:02d}:{rest % 60:02d}"
+
+
+def as_table(status: RunStatus) -> str:
+    header = ("shard", "items", "done", "failed", "todo", "job", "state", "requeues", "elapsed", "items/s", "eta",
+              "last error")
+    rows = status.shards
     body = [
-        (str(r.shard), str(r.items), str(r.done), str(r.failed), str(r.todo), r.job or "-", r.state,
-         str(r.requeues), r.last_error[:80])
+        (str(r.shard), str(r.items), str(r.done), f"{r.failed}" + (f" ({r.gave_up} gave up)" if r.gave_up else ""),
+         str(r.todo), r.job or "-", r.state, str(r.requeues), _duration(r.elapsed_s if r.elapsed_s else None),
+         f"{r.rate:.2f}" if r.rate else "-", _duration(r.eta_s), r.last_error[:80])
         for r in rows
     ]
-    total = totals(rows)
+    total = status.totals()
     body.append(("total", str(total["items"]), str(total["done"]), str(total["failed"]), str(total["todo"]),
-                 "", "", "", ""))
-    return format_table(header, body)
+                 "", "", "", "", f"{sum(r.rate for r in rows):.2f}" if any(r.rate for r in rows) else "", "", ""))
+    lines = [format_table(header, body)]
+    if status.merge_job:
+        lines.append(f"merge job {status.merge_job}: {status.merge_state}")
+    lines.extend(status.notes)
+    return "\n".join(lines)
+
+
+def gave_up_hint(status: RunStatus, status_command: str) -> str:
+    """The line that says which items stopped being retried, and the command that retries them."""
+    gave_up = [row for row in status.shards if row.gave_up]
+    if not gave_up:
+        return ""
+    count = sum(row.gave_up for row in gave_up)
+    shards = ", ".join(str(row.shard) for row in gave_up[:10]) + (", ..." if len(gave_up) > 10 else "")
+    return (f"{count} item(s) are no longer retried: they failed max_attempts={status.max_attempts} times (shards "
+            f"{shards}; errors/shard-*.jsonl has the tracebacks). Fix the cause, then: {status_command} resubmit=true "
+            "retry_failed=true")
 
 
 @dataclass
@@ -134,16 +183,15 @@ class GroupStatus:
     complete: int
 
 
-def group_statuses(run_dir: Path) -> list[GroupStatus]:
-    """One row per item group, in item order. Unlike `shard_statuses` this re-reads the dataset's item list (groups
-    are not in the manifest); files are only listed, never validated or removed."""
-    manifest = Manifest.load(run_dir)
+def group_statuses(folder: RunFolder) -> list[GroupStatus]:
+    """One row per item group, in item order. Unlike `run_status` this re-reads the dataset's item list (groups
+    are not in the manifest); counts are of valid files, read-only."""
+    manifest = folder.manifest()
     items = build_dataset(manifest.config).items()
     outputs = build_stage(manifest.config).outputs
     rows: dict[str, GroupStatus] = {}
     for shard, (start, end) in enumerate(manifest.plan):
-        folder = ShardStore.for_run(run_dir, manifest, shard, outputs).folder
-        files = {name for name in os.listdir(folder) if not is_temporary(name)} if folder.is_dir() else set()
+        files = set(folder.store(manifest, shard, outputs).check_folder().valid)
         for item in items[start:end]:
             row = rows.setdefault(item.group, GroupStatus(item.group, 0, {o.name: 0 for o in outputs}, 0))
             present = [f"{item.id}.{output.suffix}" in files for output in outputs]

@@ -1,17 +1,23 @@
 """Per-shard checkpoint folder: which outputs exist and validate, writing new ones, and the error log.
 
-Layout under the run folder:
+Layout under the run folder (paths given by runtime/run_folder.py):
     checkpoints/shard-00003/<item id>.<suffix>   one file per item and output
     errors/shard-00003.jsonl                     one line per failed attempt at an item
+    progress/shard-00003.valid.json              validation cache: files found valid, by name, size, mtime, inode
 
-A shard lists its folder once per run (no per-item stat calls), validates what it finds, and removes temporary files
-left by a killed writer. Only that shard's task touches its folder, so no locking is needed.
+A shard lists its folder once per run, validates what it finds, and removes temporary files left by a killed writer.
+Only that shard's task writes its folder (one launch at a time, runtime/run_folder.py), so no locking is needed.
+
+Validating a file means opening its zip and reading headers (about a millisecond); the cache remembers the files that
+validated under this fingerprint with their size, mtime_ns and inode, so a resume or a status re-opens only files
+that changed since. A truncated, rewritten or replaced file changes at least one of the three and is validated again.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import threading
 import time
 import traceback
 import zipfile
@@ -19,18 +25,15 @@ from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
-from shardprep.runtime.atomic import atomic_path, is_temporary, remove
+from shardprep.runtime.atomic import append_line, atomic_path, is_temporary, remove, write_json
 from shardprep.runtime.npz import array_bytes, member_shapes, save_npz
-from shardprep.stages.base import ArrayOutput, Artifact, FileOutput, Output
-
-if TYPE_CHECKING:
-    from shardprep.runtime.manifest import Manifest
+from shardprep.runtime.outputs import ArrayOutput, Artifact, FileOutput, Output
 
 FINGERPRINT_KEY = "fingerprint"
+CACHE_VERSION = 1
 
 
 def shard_name(shard: int) -> str:
@@ -47,24 +50,34 @@ class ErrorRecord:
     job: str
 
 
-class ShardStore:
-    """Checkpoints and error log of one shard of one run."""
+@dataclass(frozen=True)
+class Scan:
+    """What a shard folder holds: valid file names, and how many present files failed validation."""
 
-    def __init__(self, run_dir: Path, shard: int, outputs: Sequence[Output], fingerprint: str,
-                 valid_since: float = 0.0) -> None:
+    valid: frozenset[str]
+    invalid: int
+
+
+class ShardStore:
+    """Checkpoints, validation cache and error log of one shard of one run."""
+
+    def __init__(self, folder: Path, error_log: Path, cache_path: Path, outputs: Sequence[Output], fingerprint: str,
+                 valid_since: float = 0.0, attempts_since: float = 0.0) -> None:
         """`valid_since`: when the run's current fingerprint took effect. NPZ outputs carry the fingerprint; other
-        files cannot, so one older than this was made under other settings and is redone."""
-        self.folder = run_dir / "checkpoints" / shard_name(shard)
-        self.error_log = run_dir / "errors" / f"{shard_name(shard)}.jsonl"
+        files cannot, so one older than this was made under other settings and is redone. `attempts_since`: failed
+        attempts recorded before it do not count."""
+        self.folder = folder
+        self.error_log = error_log
+        self.cache_path = cache_path
         self.outputs = {output.name: output for output in outputs}
         self.fingerprint = fingerprint
         self.valid_since = valid_since
+        self.attempts_since = attempts_since
         self._fingerprint_bytes = array_bytes(np.array(fingerprint))
-
-    @classmethod
-    def for_run(cls, run_dir: Path, manifest: Manifest, shard: int, outputs: Sequence[Output]) -> ShardStore:
-        """The store of one shard of the run described by `manifest`."""
-        return cls(run_dir, shard, outputs, manifest.fingerprint, manifest.fingerprint_since)
+        # Longest suffix first, so `x.events.npz` is an `events.npz` output, not an `npz` one.
+        self._by_suffix = sorted(((f".{o.suffix}", o) for o in outputs), key=lambda pair: -len(pair[0]))
+        self._known: dict[str, list[int]] = {}  # the validation cache being kept: name -> [size, mtime_ns, inode]
+        self._known_lock = threading.Lock()
 
     def path(self, item_id: str, output: Output) -> Path:
         return self.folder / f"{item_id}.{output.suffix}"
@@ -72,38 +85,95 @@ class ShardStore:
     def list_files(self, remove_temporary: bool = False) -> dict[str, Path]:
         """Names of the files now in the folder, temporary ones left out. Only the shard's own task may pass
         `remove_temporary`: anyone else could remove a file that a running task is writing."""
+        return {entry.name: Path(entry.path) for entry in self._entries(remove_temporary)}
+
+    def _entries(self, remove_temporary: bool) -> list[os.DirEntry[str]]:
         if not self.folder.is_dir():
-            return {}
-        found = {}
+            return []
+        found = []
         with os.scandir(self.folder) as entries:
             for entry in entries:
                 if not is_temporary(entry.name):
-                    found[entry.name] = Path(entry.path)
+                    found.append(entry)
                 elif remove_temporary:
                     remove(Path(entry.path))
         return found
+
+    def output_of(self, name: str) -> tuple[str, Output] | None:
+        """(item id, output) of a file name in this folder; None for a file no output of the stage would write."""
+        for suffix, output in self._by_suffix:
+            if name.endswith(suffix) and len(name) > len(suffix):
+                return name[: -len(suffix)], output
+        return None
+
+    def check_folder(self, remove_temporary: bool = False) -> Scan:
+        """Validate every file of the folder, re-opening only those the cache does not vouch for.
+
+        The shard's own task passes `remove_temporary` and then saves the cache (`save_cache`); readers such as status
+        only use it.
+        """
+        cached = self._load_cache()
+        known: dict[str, list[int]] = {}
+        valid = set()
+        invalid = 0
+        for entry in self._entries(remove_temporary):
+            owner = self.output_of(entry.name)
+            if owner is None:
+                continue
+            stat = entry.stat(follow_symlinks=False)
+            key = [stat.st_size, stat.st_mtime_ns, stat.st_ino]
+            cacheable = entry.is_file(follow_symlinks=False)  # folders change inside without changing their stat
+            if (cacheable and cached.get(entry.name) == key) or self.is_valid(Path(entry.path), owner[1]):
+                valid.add(entry.name)
+                if cacheable:
+                    known[entry.name] = key
+            else:
+                invalid += 1
+        with self._known_lock:
+            self._known = known
+        return Scan(frozenset(valid), invalid)
 
     def scan(self, item_ids: Iterable[str]) -> tuple[dict[str, frozenset[str]], int]:
         """For each item, the outputs still to produce; and how many present files failed validation.
 
         Files that exist but do not validate (truncated, wrong keys or shapes, older fingerprint) count as missing and
-        are overwritten when the item is redone.
+        are overwritten when the item is redone. Temporary leftovers are removed and the cache saved: only the
+        shard's own task calls this.
         """
-        files = self.list_files(remove_temporary=True)
+        found = self.check_folder(remove_temporary=True)
+        self.save_cache()
         missing: dict[str, frozenset[str]] = {}
-        invalid = 0
         for item_id in item_ids:
-            todo = []
-            for output in self.outputs.values():
-                path = files.get(f"{item_id}.{output.suffix}")
-                if path is None:
-                    todo.append(output.name)
-                elif not self.is_valid(path, output):
-                    todo.append(output.name)
-                    invalid += 1
+            todo = [o.name for o in self.outputs.values() if f"{item_id}.{o.suffix}" not in found.valid]
             if todo:
                 missing[item_id] = frozenset(todo)
-        return missing, invalid
+        return missing, found.invalid
+
+    def _cache_header(self) -> dict[str, object]:
+        return {"version": CACHE_VERSION, "fingerprint": self.fingerprint, "valid_since": self.valid_since,
+                "outputs": sorted(f"{o.name}.{o.suffix}" for o in self.outputs.values())}
+
+    def _load_cache(self) -> dict[str, list[int]]:
+        try:
+            data = json.loads(self.cache_path.read_text())
+        except (OSError, ValueError):
+            return {}  # none yet, or torn: everything is validated again
+        if not isinstance(data, dict) or data.get("header") != self._cache_header():
+            return {}  # made under other settings: vouches for nothing
+        files = data.get("files")
+        return files if isinstance(files, dict) else {}
+
+    def save_cache(self) -> None:
+        """Write the cache of the files known valid now. The shard's task only; a lost cache costs revalidation."""
+        with self._known_lock:
+            files = dict(self._known)
+        write_json(self.cache_path, {"header": self._cache_header(), "files": files}, durable=False)
+
+    def _remember(self, path: Path) -> None:
+        stat = path.stat()
+        if path.is_file():
+            with self._known_lock:
+                self._known[path.name] = [stat.st_size, stat.st_mtime_ns, stat.st_ino]
 
     def is_valid(self, path: Path, output: Output) -> bool:
         try:
@@ -142,6 +212,7 @@ class ShardStore:
                     else:
                         artifact(tmp)
                     self.validate(tmp, output)
+                self._remember(self.path(item_id, output))
             except Exception as error:  # any failure of one output; the others still get their chance
                 failures.append(error)
         if failures:
@@ -156,10 +227,8 @@ class ShardStore:
             time=time.time(),
             job=job,
         )
-        self.error_log.parent.mkdir(parents=True, exist_ok=True)
         # One short append per line: lines from a killed task are whole or absent, and a broken tail is ignored.
-        with open(self.error_log, "a") as log:
-            log.write(json.dumps(record.__dict__) + "\n")
+        append_line(self.error_log, json.dumps(record.__dict__))
 
     def errors(self) -> list[ErrorRecord]:
         if not self.error_log.exists():
@@ -173,8 +242,8 @@ class ShardStore:
         return records
 
     def attempts(self) -> Counter[str]:
-        """Failed attempts so far, per item id."""
-        return Counter(record.item for record in self.errors())
+        """Failed attempts that count against max_attempts, per item id: those since the last reset."""
+        return Counter(record.item for record in self.errors() if record.time >= self.attempts_since)
 
 
 def _shape_matches(actual: tuple[int, ...], expected: tuple[int | None, ...]) -> bool:

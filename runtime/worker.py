@@ -19,9 +19,9 @@ from typing import Any
 from tqdm import tqdm
 
 from shardprep.datasets.base import Dataset, Item
-from shardprep.runtime.build import build_dataset, build_stage
-from shardprep.runtime.manifest import Manifest, items_digest
-from shardprep.runtime.progress import ShardProgress, current_job
+from shardprep.runtime.build import build_stage
+from shardprep.runtime.progress import current_job
+from shardprep.runtime.run_folder import RunFolder
 from shardprep.runtime.store import ShardStore
 from shardprep.stages.base import ItemResult, Stage, Work
 
@@ -49,29 +49,24 @@ class ShardReport:
 
 def run_shard(run_dir: Path, shard: int) -> ShardReport:
     """Bring shard `shard` of the run in `run_dir` as close to complete as its inputs allow."""
-    manifest = Manifest.load(run_dir)
+    folder = RunFolder(run_dir)
+    manifest = folder.manifest()
     config = manifest.config
-    dataset = build_dataset(config)
+    dataset, items = folder.checked_items(manifest)
     stage = build_stage(config)
-    items = dataset.items()
-    if items_digest(items) != manifest.items_digest:
-        raise RuntimeError(
-            f"the dataset's items changed since the run in {run_dir} was planned; launch again (the launcher will "
-            "refuse, naming the difference) or use a new out_dir"
-        )
     start, end = manifest.plan[shard]
     shard_items = items[start:end]
-    store = ShardStore.for_run(run_dir, manifest, shard, stage.outputs)
+    store = folder.store(manifest, shard, stage.outputs)
     missing, invalid = store.scan(item.id for item in shard_items)
     attempts = store.attempts()
     max_attempts = int(config["max_attempts"])
     todo = [item for item in shard_items if item.id in missing and attempts[item.id] < max_attempts]
 
-    progress = ShardProgress.load(run_dir, shard)
+    progress = folder.progress(shard)
     attempt = progress.start(
         items=len(shard_items), valid=len(shard_items) - len(missing), invalid=invalid, todo=len(todo)
     )
-    progress.save(run_dir)
+    progress.save()
     log.info("shard %d: %d items, %d valid, %d invalid, %d to do", shard, len(shard_items),
              len(shard_items) - len(missing), invalid, len(todo))
     if todo:
@@ -88,11 +83,13 @@ def run_shard(run_dir: Path, shard: int) -> ShardReport:
                     attempt.failed += 1
             bar.update(len(outcomes))
             if time.monotonic() - last_save > PROGRESS_SAVE_SECONDS:
-                progress.save(run_dir)
+                progress.save()
+                store.save_cache()
                 last_save = time.monotonic()
     remaining = len(todo) - attempt.processed
     attempt.state = "finished" if remaining == 0 else "finished-with-failures"
-    progress.save(run_dir)
+    store.save_cache()
+    progress.save()
     return ShardReport(shard, len(shard_items), attempt.processed, attempt.failed, remaining)
 
 

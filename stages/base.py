@@ -8,39 +8,17 @@ writes, validates and renames them into place.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from shardprep.datasets.base import Item
+from shardprep.runtime.outputs import ArrayOutput, Artifact, FileOutput, Output
 
-# Per item and output: the arrays of an NPZ output, or a writer for a file output.
-Artifact = Mapping[str, np.ndarray] | Callable[[Path], None]
+__all__ = ["ArrayOutput", "Artifact", "FileOutput", "ItemResult", "Output", "Stage", "Work"]
+
 ItemResult = Mapping[str, Artifact]
-
-
-@dataclass(frozen=True)
-class ArrayOutput:
-    """An NPZ file of named arrays. `arrays` maps each required key to its shape; `None` in a shape is any size."""
-
-    name: str
-    arrays: Mapping[str, tuple[int | None, ...]]
-    suffix: str = "npz"
-
-
-@dataclass(frozen=True)
-class FileOutput:
-    """Any other file (PNG, MP4, ...). `validate` raises if the file at the path is unusable."""
-
-    name: str
-    suffix: str
-    validate: Callable[[Path], None]
-
-
-Output = ArrayOutput | FileOutput
 
 
 @dataclass

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from shardprep.runtime.npz import read_npz, write_npz
-from shardprep.runtime.store import ShardStore
+from shardprep.runtime.run_folder import RunFolder
 from shardprep.stages.base import ArrayOutput, FileOutput
 
 OUTPUT = ArrayOutput("stats", {"mean": (3,), "histogram": (3, None)})
@@ -32,13 +32,13 @@ def test_object_arrays_are_refused(tmp_path: Path) -> None:
 
 
 def test_store_validates_and_lists_missing(tmp_path: Path) -> None:
-    store = ShardStore(tmp_path, 0, [OUTPUT], fingerprint="abc")
+    store = RunFolder(tmp_path).shard_store(0, [OUTPUT], "abc")
     for item in ("a", "b", "c"):
         store.write(item, {"stats": arrays()})
     # Truncated file, wrong shape, other fingerprint, temp leftover: all redone or cleaned.
     path_b = store.path("b", OUTPUT)
     path_b.write_bytes(path_b.read_bytes()[:100])
-    ShardStore(tmp_path, 0, [OUTPUT], fingerprint="old").write("c", {"stats": arrays()})
+    RunFolder(tmp_path).shard_store(0, [OUTPUT], "old").write("c", {"stats": arrays()})
     (store.folder / ".tmp-123-d.npz").write_bytes(b"partial")
     missing, invalid = store.scan(["a", "b", "c", "d"])
     assert missing == {"b": {"stats"}, "c": {"stats"}, "d": {"stats"}}
@@ -47,7 +47,7 @@ def test_store_validates_and_lists_missing(tmp_path: Path) -> None:
 
 
 def test_wrong_shape_is_refused_at_write_and_invalid_on_disk(tmp_path: Path) -> None:
-    store = ShardStore(tmp_path, 0, [OUTPUT], fingerprint="abc")
+    store = RunFolder(tmp_path).shard_store(0, [OUTPUT], "abc")
     with pytest.raises(ValueError, match="shape"):
         store.write("a", {"stats": {"mean": np.zeros(4), "histogram": np.zeros((3, 2))}})
     assert list(store.folder.iterdir()) == []
@@ -61,7 +61,7 @@ def test_failed_file_writer_leaves_nothing(tmp_path: Path) -> None:
             raise ValueError("empty")
 
     output = FileOutput("image", "png", must_not_be_empty)
-    store = ShardStore(tmp_path, 0, [output], fingerprint="abc")
+    store = RunFolder(tmp_path).shard_store(0, [output], "abc")
     with pytest.raises(ValueError):
         store.write("a", {"image": lambda path: path.write_bytes(b"")})
     assert list(store.folder.iterdir()) == []
@@ -70,7 +70,7 @@ def test_failed_file_writer_leaves_nothing(tmp_path: Path) -> None:
 
 
 def test_error_log_counts_attempts_and_ignores_a_torn_line(tmp_path: Path) -> None:
-    store = ShardStore(tmp_path, 0, [OUTPUT], fingerprint="abc")
+    store = RunFolder(tmp_path).shard_store(0, [OUTPUT], "abc")
     store.record_error("a", ValueError("bad frame"), attempt=1, job="local")
     store.record_error("a", ValueError("bad frame"), attempt=2, job="local")
     with open(store.error_log, "a") as log:
@@ -81,15 +81,15 @@ def test_error_log_counts_attempts_and_ignores_a_torn_line(tmp_path: Path) -> No
 
 def test_file_outputs_older_than_the_current_settings_are_redone(tmp_path: Path) -> None:
     output = FileOutput("image", "png", lambda path: None)
-    ShardStore(tmp_path, 0, [output], fingerprint="old").write("a", {"image": lambda path: path.write_bytes(b"png")})
-    made = ShardStore(tmp_path, 0, [output], fingerprint="old").path("a", output).stat().st_mtime
-    assert ShardStore(tmp_path, 0, [output], "new", valid_since=made - 1).scan(["a"]) == ({}, 0)
-    assert ShardStore(tmp_path, 0, [output], "new", valid_since=made + 1).scan(["a"]) == ({"a": {"image"}}, 1)
+    RunFolder(tmp_path).shard_store(0, [output], "old").write("a", {"image": lambda path: path.write_bytes(b"png")})
+    made = RunFolder(tmp_path).shard_store(0, [output], "old").path("a", output).stat().st_mtime
+    assert RunFolder(tmp_path).shard_store(0, [output], "new", valid_since=made - 1).scan(["a"]) == ({}, 0)
+    assert RunFolder(tmp_path).shard_store(0, [output], "new", valid_since=made + 1).scan(["a"]) == ({"a": {"image"}}, 1)
 
 
 def test_one_failing_output_does_not_stop_the_others(tmp_path: Path) -> None:
     outputs = [FileOutput("image", "png", lambda path: None), FileOutput("video", "mp4", lambda path: None)]
-    store = ShardStore(tmp_path, 0, outputs, fingerprint="abc")
+    store = RunFolder(tmp_path).shard_store(0, outputs, "abc")
 
     def broken(path: Path) -> None:
         raise RuntimeError("renderer crashed")
@@ -100,7 +100,7 @@ def test_one_failing_output_does_not_stop_the_others(tmp_path: Path) -> None:
 
 
 def test_listing_for_status_never_removes_a_file_being_written(tmp_path: Path) -> None:
-    store = ShardStore(tmp_path, 0, [OUTPUT], fingerprint="abc")
+    store = RunFolder(tmp_path).shard_store(0, [OUTPUT], "abc")
     store.write("a", {"stats": arrays()})
     in_flight = store.folder / ".tmp-99-b.npz"
     in_flight.write_bytes(b"half")

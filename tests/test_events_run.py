@@ -22,9 +22,8 @@ from shardprep.datasets.dsec import DSECDataset
 from shardprep.merge.dsec_json import DSECJsonMerge
 from shardprep.merge.job import MergeJob
 from shardprep.runtime.errors import ConfigError
-from shardprep.runtime.manifest import Manifest
 from shardprep.runtime.npz import read_npz
-from shardprep.runtime.progress import ShardProgress
+from shardprep.runtime.run_folder import RunFolder
 from shardprep.stages.events.render import render_loop
 
 DURATIONS = "dataset.durations_ms=[500,1000,2000]"
@@ -103,14 +102,15 @@ def test_a_partly_done_clip_resumes_at_the_missing_artifact(dsec: tuple[Path, Pa
 
     groups = json.loads(launch("status.py", f"out_dir={run_dir}", "by=group", "output=json").stdout)["groups"]
     by_name = {row["group"]: row for row in groups}
-    assert by_name["train/500ms"]["outputs"] == {"events": 14, "image": 14, "frames": 14, "video": 13}
+    # status counts valid files: the deleted mp4 and the truncated one are both missing from "video"
+    assert by_name["train/500ms"]["outputs"] == {"events": 14, "image": 14, "frames": 14, "video": 12}
     assert by_name["train/2s"]["complete"] == 1 and by_name["test/500ms"]["outputs"]["events"] == 2
 
     run_events(root, run_dir, "shards=2")
     after = checkpoint_files(run_dir)
     assert sorted(after) == sorted(files)
     assert {name: after[name].stat().st_mtime_ns for name in before} == before
-    processed = sum(ShardProgress.load(run_dir, shard).attempts[-1].processed for shard in (0, 1))
+    processed = sum(RunFolder(run_dir).progress(shard).attempts[-1].processed for shard in (0, 1))
     assert processed == 5
     for name in ("test.500ms.interlaken_00_a.00001.events.npz", "train.1s.zurich_city_01_b.00000.png"):
         assert after[name].read_bytes() == (original / after[name].relative_to(run_dir)).read_bytes()
@@ -156,7 +156,7 @@ def test_bad_inputs_are_per_clip_errors_naming_the_file(tmp_path: Path) -> None:
 
 
 def merge_job(run_dir: Path, out_dir: Path, allow_partial: bool = False) -> MergeJob:
-    return MergeJob(config={}, run_dir=run_dir, manifest=Manifest.load(run_dir), out_dir=out_dir, format=None,
+    return MergeJob(config={}, run_dir=run_dir, manifest=RunFolder(run_dir).manifest(), folder=RunFolder(run_dir), out_dir=out_dir, format=None,
                     workers=1, allow_partial=allow_partial)
 
 

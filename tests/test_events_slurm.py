@@ -12,9 +12,8 @@ from conftest import SLURM_TEST_CLUSTER, launch, wait_until
 from data.dsec_synthetic import make_sequence, read_all_events
 
 from shardprep.datasets.dsec import DSECDataset
-from shardprep.runtime.manifest import submissions
 from shardprep.runtime.npz import read_npz
-from shardprep.runtime.progress import ShardProgress
+from shardprep.runtime.run_folder import RunFolder
 
 pytestmark = [pytest.mark.slurm, pytest.mark.usefixtures("slurm")]
 NO_WAIT = tuple(o for o in SLURM_TEST_CLUSTER if o != "wait=true")
@@ -36,7 +35,7 @@ def test_cancelled_events_array_resumes_and_loses_nothing(tmp_path: Path) -> Non
     command = ("events.py", "dataset=dsec", f"dataset.root={root}", "~dataset.splits.test",
                "dataset.durations_ms=[500,1000]", "shards=2", f"out_dir={run_dir}")
     launch(*command, *NO_WAIT)
-    job = submissions(run_dir)[-1]["job_id"]
+    job = RunFolder(run_dir).submissions()[-1]["job_id"]
     shard0 = run_dir / "checkpoints" / "shard-00000"
     wait_until(lambda: len(complete_clips(shard0)) >= 1, 180, "shard 0 to finish its first clip",
                interval=0.05)  # a shard takes a few seconds: kill it well before its end
@@ -58,7 +57,7 @@ def test_cancelled_events_array_resumes_and_loses_nothing(tmp_path: Path) -> Non
     assert {name: after[name].stat().st_mtime_ns for name in before} == before
     complete_before = {n.removesuffix(".mp4") for n in before if n.endswith(".mp4")}
     complete_before = {i for i in complete_before if all(f"{i}.{suffix}" in before for suffix in SUFFIXES)}
-    redone = sum(ShardProgress.load(run_dir, shard).attempts[-1].processed for shard in (0, 1))
+    redone = sum(RunFolder(run_dir).progress(shard).attempts[-1].processed for shard in (0, 1))
     assert redone == items - len(complete_before)
 
     groups = json.loads(launch("status.py", f"out_dir={run_dir}", "by=group", "output=json").stdout)["groups"]

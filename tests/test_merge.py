@@ -38,7 +38,7 @@ def h36m(tmp_path_factory: pytest.TempPathFactory) -> list[str]:
 
 
 def merged_bytes(folder: Path) -> dict[str, bytes]:
-    return {path.name: path.read_bytes() for path in sorted(folder.iterdir())}
+    return {path.name: path.read_bytes() for path in sorted(folder.iterdir()) if not path.name.startswith(".")}
 
 
 def test_xycd_rows_align_with_annotation(h36m: list[str], tmp_path: Path) -> None:
@@ -83,6 +83,7 @@ def test_hdf5_holds_the_npz_arrays_and_provenance(h36m: list[str], tmp_path: Pat
     run_merge(args)
     run_merge([*args, "format=hdf5"])
     merged = read_npz(tmp_path / "run/merged/h36m_xycd_train.npz")
+    assert str(merged.pop("fingerprint")) == "fake-depth-run"  # the NPZ says which run made it; HDF5 in its attributes
     with h5py.File(tmp_path / "run/merged/h36m_xycd_train.h5") as handle:
         assert sorted(handle) == sorted(merged)
         for key, values in merged.items():

@@ -13,9 +13,8 @@ import numpy as np
 import pytest
 from conftest import launch
 
-from shardprep.runtime.manifest import submissions
 from shardprep.runtime.npz import read_npz
-from shardprep.runtime.progress import ShardProgress
+from shardprep.runtime.run_folder import RunFolder
 
 
 def checkpoint_files(run_dir: Path) -> dict[str, Path]:
@@ -44,7 +43,7 @@ def test_demo_run_then_resume_redoes_only_missing_and_invalid(tmp_path: Path, de
     after = checkpoint_files(run_dir)
     assert sorted(after) == sorted(files)
     assert {name: after[name].stat().st_mtime_ns for name in untouched} == untouched
-    redone = sum(ShardProgress.load(run_dir, shard).attempts[-1].processed for shard in (0, 1))
+    redone = sum(RunFolder(run_dir).progress(shard).attempts[-1].processed for shard in (0, 1))
     assert redone == 4
     for path in after.values():
         assert read_npz(path)["histogram"].shape == (3, 16)
@@ -78,20 +77,20 @@ def test_bad_frame_is_recorded_and_the_shard_goes_on(tmp_path: Path, demo_root: 
     assert status["totals"] == {"items": 12, "done": 11, "failed": 1, "todo": 1}
     assert bad.name in status["shards"][0]["last_error"] and "cannot decode image" in status["shards"][0]["last_error"]
     # Two failed attempts, then the item is no longer tried (max_attempts=2).
-    attempts = ShardProgress.load(run_dir, 0).attempts
+    attempts = RunFolder(run_dir).progress(0).attempts
     assert [a.todo for a in attempts] == [12, 1, 0]
     errors = [json.loads(line) for line in (run_dir / "errors" / "shard-00000.jsonl").read_text().splitlines()]
     assert [e["attempt"] for e in errors] == [1, 2] and "Traceback" in errors[0]["traceback"]
 
 
 def _refused(run_dir: Path, *overrides: str, demo_root: Path) -> str:
-    before = len(submissions(run_dir)) if run_dir.exists() else 0
+    before = len(RunFolder(run_dir).submissions()) if run_dir.exists() else 0
     done = launch("run.py", "cluster=debug", *overrides, demo_root=demo_root, check=False)
     assert done.returncode == 2, done.stdout + done.stderr
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("shardprep: error: "), done.stderr
     assert "Traceback" not in done.stderr
-    assert (len(submissions(run_dir)) if run_dir.exists() else 0) == before
+    assert (len(RunFolder(run_dir).submissions()) if run_dir.exists() else 0) == before
     return lines[0]
 
 
@@ -120,5 +119,5 @@ def test_existing_run_refuses_other_fingerprint_or_shard_count(tmp_path: Path, d
     assert "shards=2" in _refused(run_dir, "shards=3", f"out_dir={run_dir}", demo_root=demo_root)
     # force=true accepts the new settings and redoes every item made under the old ones.
     launch("run.py", "cluster=debug", "shards=2", "stage.bins=8", "force=true", f"out_dir={run_dir}", demo_root=demo_root)
-    assert sum(ShardProgress.load(run_dir, s).attempts[-1].processed for s in (0, 1)) == 12
+    assert sum(RunFolder(run_dir).progress(s).attempts[-1].processed for s in (0, 1)) == 12
     assert all(read_npz(p)["histogram"].shape == (3, 8) for p in checkpoint_files(run_dir).values())

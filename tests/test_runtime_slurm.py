@@ -18,10 +18,8 @@ from conftest import SLURM_TEST_CLUSTER, launch, wait_until
 
 from shardprep.runtime.errors import ConfigError
 from shardprep.runtime.executor import check_array_size, max_array_size
-from shardprep.runtime.manifest import submissions
 from shardprep.runtime.npz import read_npz
-from shardprep.runtime.progress import ShardProgress
-from shardprep.runtime.store import ShardStore
+from shardprep.runtime.run_folder import RunFolder
 from shardprep.stages.image_stats import ImageStatsStage
 
 pytestmark = [pytest.mark.slurm, pytest.mark.usefixtures("slurm")]
@@ -44,17 +42,17 @@ def assert_complete_and_clean(run_dir: Path, items: int) -> None:
     fingerprint = json.loads((run_dir / "manifest.json").read_text())["fingerprint"]
     stage = ImageStatsStage("image_stats")
     for shard in range(len(files_by_shard(run_dir))):
-        store = ShardStore(run_dir, shard, stage.outputs, fingerprint)
+        store = RunFolder(run_dir).shard_store(shard, stage.outputs, fingerprint)
         ids = [name[: -len(".npz")] for name in files_by_shard(run_dir)[f"shard-{shard:05d}"]]
         assert store.scan(ids) == ({}, 0)
 
 
 def last_job(run_dir: Path) -> str:
-    return submissions(run_dir)[-1]["job_id"]
+    return RunFolder(run_dir).submissions()[-1]["job_id"]
 
 
 def task_id(run_dir: Path, shard: int) -> str:
-    return submissions(run_dir)[-1]["tasks"][str(shard)]
+    return RunFolder(run_dir).submissions()[-1]["tasks"][str(shard)]
 
 
 def job_finished(job_id: str) -> bool:
@@ -72,7 +70,7 @@ def running_attempt(run_dir: Path, shard: int, min_files: int):
     folder = run_dir / "checkpoints" / f"shard-{shard:05d}"
 
     def ready():
-        attempts = ShardProgress.load(run_dir, shard).attempts
+        attempts = RunFolder(run_dir).progress(shard).attempts
         done = len([p for p in folder.glob("*.npz")]) if folder.exists() else 0
         return attempts[-1] if attempts and attempts[-1].state == "running" and done >= min_files else None
 
@@ -83,7 +81,7 @@ def test_array_of_three_equals_single_local_run(tmp_path: Path, demo_root: Path)
     slurm_run, local_run = tmp_path / "slurm", tmp_path / "local"
     launch("run.py", "shards=3", f"out_dir={slurm_run}", *SLURM_TEST_CLUSTER, demo_root=demo_root)
     launch("run.py", "shards=1", "cluster=local", f"out_dir={local_run}", demo_root=demo_root)
-    assert len(submissions(slurm_run)) == 1 and submissions(slurm_run)[0]["shards"] == [0, 1, 2]
+    assert len(RunFolder(slurm_run).submissions()) == 1 and RunFolder(slurm_run).submissions()[0]["shards"] == [0, 1, 2]
     scripts = list((slurm_run / "logs").rglob("*_submission.sh"))  # submitit keeps the sbatch script it submitted
     assert len(scripts) == 1 and "#SBATCH --array=0-2%" in scripts[0].read_text()
     states = sacct_states(last_job(slurm_run))
@@ -100,7 +98,7 @@ def test_array_of_three_equals_single_local_run(tmp_path: Path, demo_root: Path)
     a[victim].write_bytes(a[victim].read_bytes()[:200])
     launch("run.py", "shards=3", f"out_dir={slurm_run}", *SLURM_TEST_CLUSTER, demo_root=demo_root)
     assert_complete_and_clean(slurm_run, 12)
-    redone = [ShardProgress.load(slurm_run, s).attempts[-1] for s in range(3)]
+    redone = [RunFolder(slurm_run).progress(s).attempts[-1] for s in range(3)]
     assert sum(a.invalid_at_start for a in redone) == 1 and sum(a.processed for a in redone) == 1
 
 
@@ -133,7 +131,7 @@ def test_interrupted_task_resumes_with_only_unfinished_items_redone(
     assert_complete_and_clean(run_dir, 12)
     after = all_files(run_dir)
     assert {name: after[name].stat().st_mtime_ns for name in before} == before
-    last = [ShardProgress.load(run_dir, s).attempts[-1] for s in (0, 1)]
+    last = [RunFolder(run_dir).progress(s).attempts[-1] for s in (0, 1)]
     assert sum(a.todo for a in last) == unfinished and sum(a.processed for a in last) == unfinished
 
 
@@ -153,7 +151,7 @@ def test_status_resubmits_only_incomplete_shards(tmp_path: Path, demo_root: Path
     assert status["shards"][1]["todo"] > 0 and status["shards"][0]["todo"] == status["shards"][2]["todo"] == 0
 
     launch("status.py", f"out_dir={run_dir}", "resubmit=true", *SLURM_TEST_CLUSTER)
-    assert submissions(run_dir)[-1]["shards"] == [1]
+    assert RunFolder(run_dir).submissions()[-1]["shards"] == [1]
     assert_complete_and_clean(run_dir, 12)
     table = launch("status.py", f"out_dir={run_dir}").stdout
     assert table.splitlines()[-1].split()[:5] == ["total", "12", "12", "0", "0"]
@@ -179,7 +177,7 @@ def test_time_limit_requeues_the_task_which_finishes_from_its_checkpoints(tmp_pa
            "cluster.time_min=2", "cluster.signal_delay_s=60", f"out_dir={run_dir}", *overrides, demo_root=demo_root,
            timeout=900)
     assert_complete_and_clean(run_dir, 24)
-    attempts = ShardProgress.load(run_dir, 0).attempts
+    attempts = RunFolder(run_dir).progress(0).attempts
     assert len(attempts) >= 2 and attempts[-1].restart_count >= 1 and attempts[-1].state == "finished"
     for earlier, later in zip(attempts, attempts[1:]):
         assert later.valid_at_start > earlier.valid_at_start  # every requeue went on from where the last one was

@@ -192,5 +192,12 @@ class Packer:
             self.peak_mb = max(self.peak_mb or 0.0, peak_mb)
 
 
+def check_packing(kind: str, max_workers: int, safety: float, total_mb: float) -> None:
+    """The GPU settings, checked before submission (the same checks `Packer` and `make_source` make in each task)."""
+    Packer(None, max_workers, safety)
+    if kind == "reported":
+        ReportedMemory(total_mb)
+
+
 def workers_for(free_mb: float, peak_mb: float, safety: float, max_workers: int) -> int:
     return max(1, min(max_workers, math.floor(safety * free_mb / peak_mb)))

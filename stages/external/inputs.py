@@ -1,8 +1,9 @@
 """`depends_on`: another stage's run folder whose per-item outputs are this stage's inputs.
 
-Paths are found the way the runtime itself finds them — the upstream manifest's plan says which shard holds an item,
-and that shard's `ShardStore` says where its outputs are and whether they validate — so a chained stage never guesses
-a layout, and an upstream output that is missing or broken becomes this item's error, naming the stage to finish.
+Paths are found through the upstream's `RunFolder`, the way the runtime itself finds them — its manifest's plan says
+which shard holds an item, and that shard's store says where its outputs are and whether they validate — so a chained
+stage never guesses a layout, and an upstream output that is missing or broken becomes this item's error, naming the
+stage to finish.
 """
 
 from __future__ import annotations
@@ -10,9 +11,10 @@ from __future__ import annotations
 from functools import cached_property
 from pathlib import Path
 
-from shardprep.runtime.build import build_dataset, build_stage
+from shardprep.runtime.build import build_stage
 from shardprep.runtime.errors import ConfigError
-from shardprep.runtime.manifest import MANIFEST, Manifest
+from shardprep.runtime.manifest import Manifest
+from shardprep.runtime.run_folder import MANIFEST, RunFolder
 from shardprep.runtime.store import ShardStore
 
 
@@ -23,26 +25,26 @@ class MissingInput(RuntimeError):
 class Upstream:
     def __init__(self, name: str, run_dir: str | Path) -> None:
         self.name = name
-        self.run_dir = Path(run_dir).expanduser().resolve()
+        self.folder = RunFolder(run_dir)
+        self.run_dir = self.folder.path
 
     def check(self) -> None:
-        if not (self.run_dir / MANIFEST).is_file():
+        if not self.folder.exists():
             raise ConfigError(f"depends_on.{self.name}={self.run_dir}: no run there ({MANIFEST} missing): launch "
                               "that stage first, or launch the chain with launch/pipeline.py")
 
     @cached_property
     def manifest(self) -> Manifest:
-        return Manifest.load(self.run_dir)
+        return self.folder.manifest()
 
     @cached_property
     def _stores(self) -> list[ShardStore]:
-        outputs = build_stage(self.manifest.config).outputs
-        return [ShardStore.for_run(self.run_dir, self.manifest, shard, outputs) for shard in range(self.manifest.shards)]
+        return self.folder.stores(self.manifest, build_stage(self.manifest.config).outputs)
 
     @cached_property
     def _shard_of(self) -> dict[str, int]:
-        items = build_dataset(self.manifest.config).items()
-        return {item.id: shard for shard, (start, end) in enumerate(self.manifest.plan) for item in items[start:end]}
+        _, items = self.folder.checked_items(self.manifest)
+        return self.folder.shard_of_items(self.manifest, items)
 
     def load(self) -> None:
         """Read the upstream manifest, stage and item list now (once per task, before items run in threads)."""

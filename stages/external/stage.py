@@ -20,7 +20,7 @@ from shardprep.runtime.atomic import remove
 from shardprep.runtime.errors import ConfigError
 from shardprep.stages.base import ItemResult, Stage, Work
 from shardprep.stages.external.command import Command, Outcome, log_tail, run
-from shardprep.stages.external.gpu_packing import Packer, make_source
+from shardprep.stages.external.gpu_packing import Packer, check_packing, make_source
 from shardprep.stages.external.inputs import Upstream
 from shardprep.stages.external.oom import DEFAULT_PATTERNS, OOMPolicy
 from shardprep.stages.external.outputs import FolderOutput
@@ -82,6 +82,7 @@ class ExternalStage(Stage):
             upstream.check()
         if self.gpu["memory"] not in ("auto", "nvml", "reported", "none"):
             raise ConfigError(f"stage.gpu.memory={self.gpu['memory']!r}: use auto, nvml, reported or none")
+        check_packing(self.gpu["memory"], self.max_workers, float(self.gpu["safety"]), float(self.gpu["total_mb"]))
 
     def fingerprint_files(self) -> list[Path]:
         return self.model_files

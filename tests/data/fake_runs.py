@@ -17,8 +17,9 @@ from shardprep.runtime.build import build_dataset
 from shardprep.runtime.config import load_config
 from shardprep.runtime.manifest import Manifest, items_digest
 from shardprep.runtime.npz import write_npz
+from shardprep.runtime.run_folder import RunFolder
 from shardprep.runtime.sharding import plan_shards
-from shardprep.runtime.store import FINGERPRINT_KEY, shard_name
+from shardprep.runtime.store import FINGERPRINT_KEY
 
 FINGERPRINT = "fake-depth-run"
 
@@ -50,11 +51,11 @@ def fake_depth_run(run_dir: Path, dataset_overrides: Sequence[str], shards: int,
     dataset = build_dataset(config)
     items = dataset.items()
     plan = plan_shards(items, shards)
-    Manifest(config, plan, len(items), items_digest(items), FINGERPRINT, "test").save(run_dir)
+    RunFolder(run_dir).write_manifest(Manifest(config, plan, len(items), items_digest(items), FINGERPRINT, "test"))
     rows = annotation_tables(dataset)
     for shard, (start, end) in enumerate(plan):
         for item in items[start:end]:
             row = {key: values[item.index] for key, values in rows[item.group].items()}
-            path = run_dir / "checkpoints" / shard_name(shard) / f"{item.id}.npz"
+            path = RunFolder(run_dir).shard_folder(shard) / f"{item.id}.npz"
             write_npz(path, depth_arrays(row, detected=item.id not in undetected))
     return [*overrides, "stage=depth"]
