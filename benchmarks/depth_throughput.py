@@ -38,7 +38,7 @@ from shardprep.datasets.mmpose_npz import MMPoseDataset
 from shardprep.runtime.build import build_stage
 from shardprep.runtime.config import load_config
 from shardprep.runtime.npz import write_npz
-from shardprep.runtime.store import ShardStore, shard_name
+from shardprep.runtime.run_folder import RunFolder
 from shardprep.runtime.worker import processed_batches
 from shardprep.stages.depth.geometry import depth_input_size
 from shardprep.stages.depth.keypoints import coco_to_h36m
@@ -141,7 +141,7 @@ def naive_sample(full: np.ndarray, keypoints: np.ndarray) -> dict[str, np.ndarra
 
 def staged(stage, dataset: MMPoseDataset, items, run_dir: Path) -> float:
     """The runtime worker's own loop (read-ahead threads, batches, `stage.process`, background NPZ writes); seconds."""
-    store = ShardStore(run_dir, 0, stage.outputs, "benchmark")
+    store = RunFolder(run_dir).shard_store(0, stage.outputs, "benchmark")
     missing = {item.id: frozenset({"depth"}) for item in items}
     synchronize(stage.models.device)
     start = time.perf_counter()
@@ -263,8 +263,8 @@ def main() -> None:
                 "matmul_tflops": peak, "depth_eager_flop_fraction": gflop * eager_fps / 1e3 / peak,
                 "depth_alone_flop_fraction": gflop * alone_fps / 1e3 / peak,
                 "stage_depth_flop_fraction": gflop * stage_fps / 1e3 / peak,
-                "bf16": agreement(naive_dir, folder / f"stage-{size}" / "checkpoints" / shard_name(0)),
-                "fp32": agreement(naive_dir, folder / f"fp32-{size}" / "checkpoints" / shard_name(0)),
+                "bf16": agreement(naive_dir, RunFolder(folder / f"stage-{size}").shard_folder(0)),
+                "fp32": agreement(naive_dir, RunFolder(folder / f"fp32-{size}").shard_folder(0)),
                 "frames": args.frames, "naive_frames": args.naive_frames, "batch": args.batch,
                 "gpu": torch.cuda.get_device_name() if device.type == "cuda" else "cpu", "torch": torch.__version__,
             })

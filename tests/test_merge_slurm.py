@@ -32,7 +32,7 @@ def test_adapter_through_slurm_then_merge(kind: str, tmp_path: Path) -> None:
     args = run_stats(overrides, tmp_path / "run", shards=2)
     launch("merge.py", *args)
     merged_dir = tmp_path / "run" / "merged"
-    files = sorted(path.name for path in merged_dir.iterdir())
+    files = sorted(path.name for path in merged_dir.iterdir() if not path.name.startswith("."))
     splits = ["all"] if kind == "fit3d" else ["test", "train"]
     assert files == [f"{kind}_stats_{split}.npz" for split in splits]
     for split in splits:
@@ -63,7 +63,7 @@ def test_h36m_shard_count_does_not_change_the_merged_bytes(tmp_path: Path) -> No
     three = run_stats(overrides, tmp_path / "three", 3, "merge_after=true", "workers=1")
     assert (tmp_path / "three/merged/h36m_stats_train.npz").is_file()  # written by the chained SLURM merge job
     launch("merge.py", *three, "format=hdf5")
-    names = sorted(path.name for path in (tmp_path / "one/merged").iterdir())
+    names = sorted(path.name for path in (tmp_path / "one/merged").iterdir() if not path.name.startswith("."))
     assert names == ["h36m_stats_test.h5", "h36m_stats_test.npz", "h36m_stats_train.h5", "h36m_stats_train.npz"]
     for name in names:
         assert (tmp_path / "one/merged" / name).read_bytes() == (tmp_path / "three/merged" / name).read_bytes(), name
