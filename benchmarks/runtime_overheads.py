@@ -1,17 +1,26 @@
-"""Runtime overheads: submitting a 20-task array, and the resume scan of a run folder with 100 000 checkpoints.
+"""Runtime overheads: submitting a 20-task array, a resuming task's scan of its shard, and `status` of a whole run.
 
-    python benchmarks/runtime_overheads.py [--items 100000] [--skip-submit]
+    python benchmarks/runtime_overheads.py [--items 1000000] [--shards 20] [--naive-items 20000] [--skip-submit]
 
-Submission is measured twice on the SLURM cluster that `sbatch` reaches (skipped without one): the whole launcher
-command as a user types it, and the `submit` call alone (one sbatch through submitit). The scan is measured as the
-task does it (one listing of the shard folder, then a header-and-fingerprint validation per file) against the naive
-way (a stat and a full `np.load` of every file), and the listing-only count that `status` does.
+Submission is measured on the SLURM cluster that `sbatch` reaches (skipped without one): the whole launcher command as
+a user types it, and the `submit` call alone (one sbatch through submitit).
+
+The scan figures use a run folder of `--items` image_stats checkpoints in `--shards` shards, made through `RunFolder`
+as a run makes them (one checkpoint written and validated by `ShardStore.write`, its bytes copied to every other
+item's name: the validation reads headers and the fingerprint, not values). For one shard it times, in the same run:
+  - without a validation cache (how every scan worked before the cache, and a first scan now): every file's zip
+    headers and fingerprint are read;
+  - with the cache that the scan above saved (a resuming task): only a directory listing and a stat per file;
+  - the naive way, exists + a full `np.load` per file, on the first `--naive-items` files, scaled to the shard.
+Then `status` of the whole run (`runtime.status.run_status`, what `launch/status.py` prints) with every shard's cache
+warm, and once more after one file per shard was truncated (those are re-validated and counted as not done).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -20,21 +29,43 @@ from pathlib import Path
 
 import numpy as np
 
+from shardprep.runtime.config import load_config
+from shardprep.runtime.manifest import Manifest, code_version
+from shardprep.runtime.run_folder import RunFolder
+from shardprep.runtime.status import run_status
 from shardprep.runtime.store import ShardStore
 from shardprep.stages.image_stats import ImageStatsStage
 
 REPO = Path(__file__).resolve().parent.parent
+FINGERPRINT = "0123456789abcdef"
 
 
-def make_checkpoints(run_dir: Path, count: int) -> tuple[ShardStore, list[str]]:
-    store = ShardStore(run_dir, 0, ImageStatsStage("image_stats").outputs, fingerprint="0123456789abcdef")
+def item_id(index: int) -> str:
+    return f"S1_Walking.54138969_{index:07d}"
+
+
+def make_run(root: Path, items: int, shards: int) -> tuple[RunFolder, Manifest]:
+    """A planned run folder (manifest as a launch writes it) whose every item has a valid checkpoint."""
+    folder = RunFolder(root)
+    config = load_config(["stage=image_stats", f"shards={shards}", f"out_dir={root.parent}", "cluster=local"])
+    per_shard = -(-items // shards)
+    plan = [(start, min(start + per_shard, items)) for start in range(0, items, per_shard)]
+    manifest = Manifest(config, plan, items, "benchmark", FINGERPRINT, code_version(), fingerprint_since=0.0)
+    folder.write_manifest(manifest)
+    outputs = ImageStatsStage("image_stats").outputs
     rng = np.random.default_rng(0)
-    arrays = {"mean": rng.random(3), "std": rng.random(3), "histogram": rng.integers(0, 99, (3, 16)),
-              "image_size": np.array([1002, 1000])}
-    ids = [f"S1_Walking.54138969_{i:06d}" for i in range(count)]
-    for item_id in ids:
-        store.write(item_id, {"stats": arrays})
-    return store, ids
+    stats = {"mean": rng.random(3), "std": rng.random(3), "histogram": rng.integers(0, 99, (3, 16)),
+             "image_size": np.array([1002, 1000])}
+    first = folder.store(manifest, 0, outputs)
+    first.folder.mkdir(parents=True, exist_ok=True)
+    first.write(item_id(0), {"stats": stats})
+    payload = first.path(item_id(0), outputs[0]).read_bytes()
+    for shard, (start, end) in enumerate(plan):
+        shard_folder = folder.shard_folder(shard)
+        shard_folder.mkdir(parents=True, exist_ok=True)
+        for index in range(start, end):
+            (shard_folder / f"{item_id(index)}.npz").write_bytes(payload)
+    return folder, manifest
 
 
 def drop_page_cache() -> bool:
@@ -46,43 +77,75 @@ def drop_page_cache() -> bool:
         return False
 
 
-def bench_scan(count: int) -> None:
-    with tempfile.TemporaryDirectory() as tmp:
-        started = time.perf_counter()
-        store, ids = make_checkpoints(Path(tmp), count)
-        print(f"wrote {count} checkpoints in {time.perf_counter() - started:.1f} s "
-              f"({count / (time.perf_counter() - started):.0f} files/s, atomic write + validate)")
+def timed(function):
+    started = time.perf_counter()
+    result = function()
+    return result, time.perf_counter() - started
+
+
+def naive_scan(store: ShardStore, ids: list[str]) -> None:
+    for name in ids:
+        path = store.folder / f"{name}.npz"
+        if path.exists():
+            with np.load(path, allow_pickle=False) as data:
+                {key: data[key] for key in data.files}
+
+
+def bench_scan(items: int, shards: int, naive_items: int) -> None:
+    outputs = ImageStatsStage("image_stats").outputs
+    with tempfile.TemporaryDirectory(dir=os.environ.get("BENCH_DIR")) as tmp:
+        (folder, manifest), made = timed(lambda: make_run(Path(tmp) / "run", items, shards))
+        print(f"made a run folder of {items} checkpoints in {shards} shards in {made:.0f} s")
+        start, end = manifest.plan[0]
+        ids = [item_id(index) for index in range(start, end)]
+        count = len(ids)
         for cache in ("warm", "cold"):
             if cache == "cold" and not drop_page_cache():
-                print("  (cold-cache figures skipped: cannot drop the page cache without root)")
+                print("  (cold page-cache figures skipped: cannot drop the page cache without root)")
                 continue
-            started = time.perf_counter()
-            missing, invalid = store.scan(ids)
-            scan = time.perf_counter() - started
+            store = folder.store(manifest, 0, outputs)
+            store.cache_path.unlink(missing_ok=True)
+            (missing, invalid), uncached = timed(lambda: store.scan(ids))
+            assert not missing and not invalid, (len(missing), invalid)
+            if cache == "cold":
+                drop_page_cache()
+            (missing, invalid), cached = timed(lambda: folder.store(manifest, 0, outputs).scan(ids))
             assert not missing and not invalid
             if cache == "cold":
                 drop_page_cache()
-            started = time.perf_counter()
-            for item_id in ids:
-                path = store.folder / f"{item_id}.npz"
-                if path.exists():
-                    with np.load(path, allow_pickle=False) as data:
-                        {key: data[key] for key in data.files}
-            naive = time.perf_counter() - started
-            if cache == "cold":
-                drop_page_cache()
-            started = time.perf_counter()
-            listed = len(store.list_files())
-            listing = time.perf_counter() - started
-            print(f"{cache} cache, {count} checkpoints: resume scan {scan:.2f} s ({scan / count * 1e6:.0f} us/file); "
-                  f"naive stat+load {naive:.2f} s ({naive / scan:.1f}x slower); status listing {listing:.3f} s "
-                  f"({listed} files)")
+            sample = ids[:naive_items]
+            _, naive = timed(lambda: naive_scan(store, sample))
+            naive *= count / len(sample)
+            print(f"{cache} page cache, a resuming task's scan of its {count} checkpoints: validation cache "
+                  f"{cached:.2f} s ({cached / count * 1e6:.0f} us/file); without it {uncached:.1f} s "
+                  f"({uncached / count * 1e6:.0f} us/file, {uncached / cached:.0f}x); naive exists + np.load "
+                  f"{naive:.1f} s ({naive / cached:.0f}x; measured on {len(sample)} files)")
+        # Every shard's task saved its cache when it finished; the benchmark does it the same way (one scan each).
+        for shard in range(1, manifest.shards):
+            start, end = manifest.plan[shard]
+            folder.store(manifest, shard, outputs).scan([item_id(i) for i in range(start, end)])
+        status, elapsed = timed(lambda: run_status(folder))
+        done = status.totals()["done"]
+        assert done == items, done
+        print(f"status of the whole run ({items} checkpoints, {manifest.shards} shards), warm validation caches: "
+              f"{elapsed:.2f} s ({elapsed / items * 1e6:.1f} us/file), {done} done")
+        for shard in range(manifest.shards):
+            victim = folder.shard_folder(shard) / f"{item_id(manifest.plan[shard][0])}.npz"
+            victim.write_bytes(victim.read_bytes()[:100])
+        status, elapsed = timed(lambda: run_status(folder))
+        done = status.totals()["done"]
+        assert done == items - manifest.shards, done
+        print(f"status after truncating one checkpoint per shard: {elapsed:.2f} s, {done} done "
+              f"({items - done} truncated ones caught)")
+        shutil.rmtree(folder.path / "checkpoints")  # the benchmark's own temporary folder
 
 
 def bench_submit() -> None:
     if subprocess.run(["sinfo", "-h"], capture_output=True).returncode != 0:
         print("submission: skipped (no SLURM cluster answers)")
         return
+    from shardprep.runtime.run import preflight, prepare, submit
+
     with tempfile.TemporaryDirectory() as tmp:
         env = {**os.environ, "SHARDPREP_DEMO_ROOT": f"{tmp}/demo"}
         overrides = ["dataset.frames_per_sequence=10", "shards=20", "cluster=slurm", "cluster.mem_gb=1",
@@ -94,29 +157,29 @@ def bench_submit() -> None:
             elapsed = time.perf_counter() - started
             job = done.stdout.split()[3].rstrip(":")
             print(f"launch command, 20-task array (job {job}), run {attempt + 1}: {elapsed:.2f} s wall "
-                  f"(interpreter start, config, dataset, manifest, one sbatch)")
+                  f"(interpreter start, config, dataset, preflight with sbatch --test-only, manifest, one sbatch)")
             subprocess.run(["scancel", job], check=False)
-        from shardprep.runtime.config import load_config
-        from shardprep.runtime.run import prepare, submit
-
-        config = load_config([*overrides, f"out_dir={tmp}/c"])
-        run_dir, manifest = prepare(config)
-        started = time.perf_counter()
-        submission = submit(config, run_dir, manifest)
-        elapsed = time.perf_counter() - started
-        print(f"submit() alone, 20-task array (job {submission.job_id}): {elapsed * 1000:.0f} ms, "
-              f"{len(submission.jobs)} tasks in one sbatch")
+        os.environ["SHARDPREP_DEMO_ROOT"] = env["SHARDPREP_DEMO_ROOT"]
+        launch = prepare(load_config([*overrides, f"out_dir={tmp}/c"]))
+        _, checked = timed(lambda: preflight(launch.config, launch.manifest.shards))
+        with launch.folder.lock():
+            submission, elapsed = timed(lambda: submit(launch))
+        print(f"preflight (MaxArraySize, sbatch --test-only): {checked * 1000:.0f} ms; submit() alone, 20-task array "
+              f"(job {submission.job_id}): {elapsed * 1000:.0f} ms (manifest, one sbatch, submissions log)")
         subprocess.run(["scancel", submission.job_id], check=False)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--items", type=int, default=100_000)
+    parser.add_argument("--items", type=int, default=1_000_000)
+    parser.add_argument("--shards", type=int, default=20)
+    parser.add_argument("--naive-items", type=int, default=20_000)
     parser.add_argument("--skip-submit", action="store_true")
     args = parser.parse_args()
+    print(f"machine: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}")
     if not args.skip_submit:
         bench_submit()
-    bench_scan(args.items)
+    bench_scan(args.items, args.shards, min(args.naive_items, -(-args.items // args.shards)))
 
 
 if __name__ == "__main__":
