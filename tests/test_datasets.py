@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from conftest import launch
-from data.minisets import MAKERS
-
-from shardprep.datasets.mpi_inf_3dhp import MPI_TO_H36M
+from data.minisets import MAKERS, make_3dpw, make_fit3d
 from shardprep.runtime.build import build_dataset
 from shardprep.runtime.config import load_config
 from shardprep.runtime.errors import ConfigError
@@ -65,14 +64,19 @@ def test_read_gives_the_frame_and_its_row(kind: str, roots: dict[str, list[str]]
 
 
 def test_3dhp_joints_are_reordered_to_h36m(roots: dict[str, list[str]]) -> None:
+    """The fixture writes the converter's order from joint names (raw 28 -> its 17); the adapter must undo it."""
+    from data.minisets import _row
+
     root = Path(roots["3dhp"][1].split("=", 1)[1])
-    stored = read_npz(root / "mpi_inf_3dhp_train.npz")["part"]
+    stored = read_npz(root / "annotations/mpi_inf_3dhp_train.npz")["part"]
     reordered = dataset_of(roots["3dhp"]).tables()["train"]["part"]
-    np.testing.assert_array_equal(reordered, stored[:, list(MPI_TO_H36M)])
-    # The generator projects an H36M-order skeleton: pelvis (0) between the hips (1, 4) after reordering.
+    for row in range(3):  # S1_Seq1_Cam0 frames 0..2: the H36M-order skeleton the fixture started from
+        np.testing.assert_allclose(reordered[row], _row(row)["part"], atol=1e-12)
     np.testing.assert_allclose(reordered[:, 0, :2], (reordered[:, 1, :2] + reordered[:, 4, :2]) / 2, atol=1e-9)
-    kept = dataset_of([*roots["3dhp"], "dataset.joint_order=null"]).tables()["train"]["part"]
+    kept = dataset_of([*roots["3dhp"], "dataset.joint_order=mpi"]).tables()["train"]["part"]
     np.testing.assert_array_equal(kept, stored)
+    # MMPose's 3DHP configs: root_index=14 in the converter's order is the pelvis.
+    np.testing.assert_array_equal(kept[:, 14], reordered[:, 0])
 
 
 def test_3dpw_uses_gt_boxes_and_sequence_frames(roots: dict[str, list[str]]) -> None:
@@ -86,10 +90,65 @@ def test_3dpw_uses_gt_boxes_and_sequence_frames(roots: dict[str, list[str]]) -> 
         "courtyard_relaxOnBench_00", "image_00002.jpg")
 
 
-def test_fit3d_image_index_is_frame_plus_one(roots: dict[str, list[str]]) -> None:
-    dataset = dataset_of(roots["fit3d"])
+@pytest.mark.parametrize("layout, image", [
+    ("official", "image_00002.jpg"), ("auglift", "courtyard_relaxOnBench_00_image_00002.jpg")])
+def test_3dpw_layout_is_detected(layout: str, image: str, tmp_path: Path) -> None:
+    dataset = dataset_of(make_3dpw(tmp_path / "3dpw", layout=layout))
+    assert dataset.resolved_settings() == {"layout": layout}
+    path = dataset.parts["train"].image_path("courtyard_relaxOnBench_00_participant1_frame00002.jpg")
+    assert path.name == image and path.is_file()
+
+
+@pytest.mark.parametrize("made, detected, image", [
+    ("auglift", "auglift", "s10_50591643_walk_the_box.mp4_000003.jpg"),
+    ("auglift_no_mp4", "auglift_no_mp4", "s10_50591643_walk_the_box_000003.jpg"),
+    ("auglift_exact", "auglift_exact", "s10_50591643_walk_the_box.mp4_000002.jpg"),
+    ("minus0", "imgname", "s10_50591643-0_walk_the_box.mp4_000003.jpg"),
+])
+def test_fit3d_layout_is_detected(made: str, detected: str, image: str, tmp_path: Path) -> None:
+    dataset = dataset_of(make_fit3d(tmp_path / "fit3d", layout=made))
+    assert dataset.resolved_settings() == {"layout": detected}
     path = dataset.parts["all"].image_path("s10_50591643-0_walk_the_box.mp4_000002.jpg")
-    assert path.name == "s10_50591643-0_walk_the_box.mp4_000003.jpg" and path.is_file()
+    assert path.name == image and path.is_file()
+
+
+def test_layout_fitting_twice_or_never_is_refused(tmp_path: Path) -> None:
+    args = make_fit3d(tmp_path / "fit3d")
+    images = tmp_path / "fit3d/images"
+    for subject in ("s03", "s04", "s10", "s11"):  # file 0 too: now frame and frame + 1 both exist for every row
+        (images / f"{subject}_50591643_walk_the_box.mp4_000000.jpg").write_bytes(b"")
+    with pytest.raises(ConfigError, match="more than one layout, 'auglift' .* and 'auglift_exact' .*dataset.layout"):
+        dataset_of(args)
+    assert dataset_of([*args, "dataset.layout=auglift"]).parts["all"].layout.frame_offset == 1
+    (images / "s10_50591643_walk_the_box.mp4_000001.jpg").unlink()  # now neither fits every row
+    with pytest.raises(ConfigError) as refused:
+        dataset_of(args)
+    message = str(refused.value)
+    assert "layout 'auglift' (<image_root>/{subject}_{camera_id}_{action}.mp4_{file_frame:06d}.jpg, frame +1) 1 of 12" \
+           " images are missing, first " in message and "s10_50591643_walk_the_box.mp4_000001.jpg (all row 6)" in message
+    assert "layout 'auglift_exact'" in message and "(all row 7)" in message and "holds e.g." in message
+
+
+def test_missing_image_is_refused_at_launch_with_nothing_submitted(tmp_path: Path) -> None:
+    args = make_3dpw(tmp_path / "3dpw", layout="auglift")
+    (tmp_path / "3dpw/imageFiles/downtown_walkBridge_01/downtown_walkBridge_01_image_00001.jpg").unlink()
+    out = tmp_path / "run"
+    done = launch("run.py", "stage=image_stats", *args, "cluster=debug", f"out_dir={out}", check=False)
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+    line = done.stderr.strip().splitlines()[-1]
+    assert "2 of 12 images are missing, first" in line and "downtown_walkBridge_01_image_00001.jpg (test row 2)" in line
+    assert "holds e.g. 'downtown_walkBridge_01_image_00000.jpg'" in line and "dataset.layout" in line
+    assert not out.exists() or not any(out.iterdir())
+
+
+def test_detected_layout_is_printed_and_recorded(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    done = launch("run.py", "stage=image_stats", *make_fit3d(tmp_path / "fit3d", layout="auglift_no_mp4"),
+                  "cluster=debug", f"out_dir={out}")
+    assert "dataset fit3d: layout=auglift_no_mp4 (detected" in done.stderr
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["config"]["dataset"]["layout"] == "auglift_no_mp4"
+    assert len(list(out.glob("checkpoints/shard-*/*.npz"))) == 12
 
 
 def test_bad_data_is_refused_before_submission(roots: dict[str, list[str]], tmp_path: Path) -> None:
