@@ -43,6 +43,11 @@ class Dataset(ABC):
     def validate(self) -> None:
         """Raise `ConfigError` if the data cannot be read (missing root, missing keys); called before submission."""
 
+    def resolved_settings(self) -> dict[str, Any]:
+        """Settings that `validate` decided from the data (a detected file layout): the launch writes them into the
+        run's config, so every task, the merge and a later launch read the same files without deciding again."""
+        return {}
+
     @abstractmethod
     def items(self) -> list[Item]:
         """All items, in a fixed order that depends only on the data (never on the file system's listing order)."""

@@ -7,29 +7,36 @@ order of the file. Dataset-specific adapters subclass this and say how an `imgna
 
 from __future__ import annotations
 
+import posixpath
 import re
-from pathlib import Path
-from typing import Any
+from pathlib import Path, PureWindowsPath
+from typing import Any, ClassVar
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from shardprep.datasets.annotation_file import load_npz
+from shardprep.datasets import joints
 from shardprep.datasets.base import Dataset, Item
+from shardprep.datasets.layouts import Layout
 from shardprep.runtime.errors import ConfigError
 
 REQUIRED_KEYS = ("imgname", "center", "scale", "part")
+FINITE_KEYS = ("center", "scale", "part", "S")
+# Units of the annotation keys (MMPose body-3D), written into merged files beside the joint names.
+UNITS = {"center": "px", "scale": "px/200 (box side / 200)", "part": "px (x, y), visibility",
+         "S": "m (X, Y, Z, camera frame), visibility"}
+SHOWN_ROWS = 5
+SIXTEEN_BIT_GREY = ("I;16", "I;16B", "I;16L", "I;16N")
 _UNSAFE = re.compile(r"[^A-Za-z0-9._+-]")
 
 
 def load_annotations(path: Path) -> dict[str, np.ndarray]:
-    """All arrays of an annotation NPZ, checked for the required keys and a common first dimension."""
+    """All arrays of an annotation NPZ, checked: readable (annotation_file.py), the required keys, a common first
+    dimension, finite numbers, and imgnames that stay under the image root."""
     if not path.is_file():
         raise ConfigError(f"annotation file not found: {path} (check the dataset's root/annotation settings)")
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            arrays = {key: data[key] for key in data.files}
-    except ValueError as error:
-        raise ConfigError(f"{path}: not a plain-array NPZ ({error})") from None
+    arrays = load_npz(path)
     missing = [key for key in REQUIRED_KEYS if key not in arrays]
     if missing:
         raise ConfigError(f"{path}: missing key(s) {', '.join(missing)}; an MMPose body-3D annotation needs {REQUIRED_KEYS}")
@@ -37,13 +44,46 @@ def load_annotations(path: Path) -> dict[str, np.ndarray]:
     for key, array in arrays.items():
         if array.ndim == 0 or len(array) != rows:
             raise ConfigError(f"{path}: array {key!r} has shape {array.shape}, expected first dimension {rows} (imgname)")
+    check_finite(path, arrays)
+    check_inside_root(path, arrays["imgname"])
     return arrays
 
 
+def check_finite(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    """NaN/Inf in a box or pose would become a whole-image box or a NaN loss far from here: refused, naming rows."""
+    for key in FINITE_KEYS:
+        if key not in arrays or arrays[key].dtype.kind not in "fc":
+            continue
+        bad = np.flatnonzero(~np.isfinite(arrays[key].reshape(len(arrays[key]), -1)).all(axis=1))
+        if len(bad):
+            shown = ", ".join(f"{row} ({arrays['imgname'][row]})" for row in bad[:SHOWN_ROWS])
+            raise ConfigError(f"{path}: {key!r} holds NaN/Inf in {len(bad)} row(s): {shown}"
+                              f"{', ...' if len(bad) > SHOWN_ROWS else ''}; fix or drop those rows")
+
+
+def check_inside_root(path: Path, imgnames: np.ndarray) -> None:
+    """An imgname is a path under the image root: absolute paths and `..` would read files from elsewhere."""
+    for row, name in enumerate(imgnames.tolist()):
+        if name.startswith(("/", "\\")) or PureWindowsPath(name).drive or ".." in re.split(r"[/\\]", name):
+            raise ConfigError(f"{path} row {row}: imgname {name!r} points outside the image root (absolute or `..`); "
+                              "imgnames must be paths under dataset.image_root")
+
+
 def read_rgb(path: Path) -> np.ndarray:
-    """Decode an image as (H, W, 3) uint8 RGB, with an error that names the file."""
+    """Decode an image as (H, W, 3) uint8 RGB, with an error that names the file.
+
+    Pillow's `convert("RGB")` clips 16-bit grey (`I;16`) values to 255 (a near-white frame that still "works"), so
+    those are scaled to 8 bits (value / 257, rounded); 32-bit integer or float images have no agreed range and are
+    refused (a recorded item error). 16-bit RGB files are already reduced to 8 bits by Pillow when opened.
+    """
     try:
         with Image.open(path) as image:
+            if image.mode in SIXTEEN_BIT_GREY:
+                grey = np.rint(np.asarray(image, dtype=np.float64) / 257.0).astype(np.uint8)
+                return np.repeat(grey[..., None], 3, axis=2)
+            if image.mode in ("I", "F"):
+                raise ValueError(f"image {path} has mode {image.mode!r} (32-bit {'float' if image.mode == 'F' else 'int'}"
+                                 "): its intensity range is unknown; convert it to 8- or 16-bit")
             return np.array(image.convert("RGB"))  # writable: tensors made from it need no copy or warning
     except FileNotFoundError:
         raise FileNotFoundError(f"image not found: {path} (check dataset.image_root)") from None
@@ -52,13 +92,32 @@ def read_rgb(path: Path) -> np.ndarray:
 
 
 class MMPoseDataset(Dataset):
-    """Rows of an MMPose annotation NPZ as items; `read` gives the frame and its annotation row."""
+    """Rows of an MMPose annotation NPZ as items; `read` gives the frame and its annotation row.
 
-    def __init__(self, name: str, annotation: str, image_root: str) -> None:
+    Where a row's image file is comes from a `Layout` (datasets/layouts.py): the adapter's known `layouts`, one named
+    by `layout`, or `image_pattern` (+ `frame_offset`) given by the user; `layout: auto` leaves the choice to the
+    launch-time check of the files (SplitDataset.validate), which records it in the run's config.
+    """
+
+    layouts: ClassVar[dict[str, Layout]] = {"imgname": Layout("imgname")}
+    joint_names: tuple[str, ...] = joints.H36M  # the order of `part` and `S` as `arrays` gives them
+
+    def __init__(self, name: str, annotation: str, image_root: str, layout: str = "auto",
+                 image_pattern: str | None = None, frame_offset: int = 0) -> None:
         super().__init__(name)
         self.annotation = Path(annotation).expanduser()
         self.image_root = Path(image_root).expanduser()
         self._arrays: dict[str, np.ndarray] | None = None
+        if image_pattern is not None:
+            self.candidates = [Layout("custom", image_pattern, frame_offset)]
+        elif layout == "auto":
+            self.candidates = list(self.layouts.values())
+        elif layout in self.layouts:
+            self.candidates = [self.layouts[layout]]
+        else:
+            raise ConfigError(f"dataset {name!r}: layout={layout!r} is not one of auto, {', '.join(self.layouts)} "
+                              "(or give dataset.image_pattern)")
+        self.layout: Layout | None = self.candidates[0] if len(self.candidates) == 1 else None
 
     @property
     def arrays(self) -> dict[str, np.ndarray]:
@@ -70,17 +129,39 @@ class MMPoseDataset(Dataset):
         if not self.image_root.is_dir():
             raise ConfigError(f"image root not found: {self.image_root} (set dataset.image_root or dataset.root)")
         self.arrays  # loads and checks the annotation file
+        self.check_names()
+        check_unique_ids(str(self.annotation), self.labelled_rows())
+
+    def check_names(self) -> None:
+        """Refuse imgnames the adapter cannot parse (before ids are made from them); any name is a path here."""
+
+    def fields(self, imgname: str) -> dict[str, str | int]:
+        """The parts of an imgname that layouts build file names from; none for a plain path."""
+        return {}
 
     def sequence_of(self, imgname: str) -> str:
         """The video/camera an image belongs to; by default the folder that holds it."""
         return str(Path(imgname).parent)
 
     def image_path(self, imgname: str) -> Path:
-        """Where the image of a row is; adapters whose `imgname` is not a path under the image root override this."""
-        return self.image_root / imgname
+        """Where the image of a row is, under the run's layout."""
+        if self.layout is None:
+            raise ConfigError(f"dataset {self.name!r}: layout=auto is decided by the launch's check of the files; "
+                              f"set dataset.layout to one of {', '.join(self.layouts)}")
+        return self.image_root / self.layout.relative(imgname, self.fields(imgname))
+
+    def labelled_rows(self, split: str = "") -> list[tuple[str, int, str, str]]:
+        """(split, row, imgname, item id) of every row, for the launch's checks."""
+        return [(split, row, name, self.item_id(name)) for row, name in enumerate(self.arrays["imgname"].tolist())]
 
     def item_id(self, imgname: str) -> str:
-        return _UNSAFE.sub("_", Path(imgname).stem)
+        """The imgname's path without extension, `/` as `+`; a folder whose name starts the file's stem adds nothing
+        and is left out (H36M's `S1/S1_Directions_1.54138969/S1_Directions_1.54138969_000001.jpg` gives the stem,
+        EMDB-style `P0_00/00000.jpg` gives `P0_00+00000`), so files of one stem in two folders stay apart."""
+        *folders, file = imgname.replace("\\", "/").split("/")
+        stem = posixpath.splitext(file)[0]
+        kept = [folder for folder in folders if folder not in ("", ".") and not stem.startswith(folder)]
+        return _UNSAFE.sub("_", "+".join([*kept, stem]))
 
     def items(self) -> list[Item]:
         return [
@@ -106,3 +187,19 @@ def gt_box(row: dict[str, np.ndarray], image_size: tuple[int, int]) -> np.ndarra
         [max(0.0, cx - half), max(0.0, cy - half), min(float(width), cx + half), min(float(height), cy + half)],
         dtype=np.float32,
     )
+
+
+def check_unique_ids(where: str, rows: list[tuple[str, int, str, str]]) -> None:
+    """Item ids name checkpoint files: two rows with one id would overwrite each other's. Refused naming both rows."""
+    seen: dict[str, tuple[str, int, str]] = {}
+    for split, row, name, item_id in rows:
+        if item_id in seen:
+            first_split, first_row, first_name = seen[item_id]
+            raise ConfigError(
+                f"{where}: two rows give item id {item_id!r}: {_row_label(first_split, first_row)} ({first_name}) and "
+                f"{_row_label(split, row)} ({name}); remove the duplicate row (each image once per annotation set)")
+        seen[item_id] = (split, row, name)
+
+
+def _row_label(split: str, row: int) -> str:
+    return f"{split} row {row}" if split else f"row {row}"

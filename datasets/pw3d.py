@@ -1,8 +1,10 @@
 """3DPW in the AugLift naming: one annotation row per person and frame, `<sequence>_participant<K>_frame<NNNNN>.jpg`.
 
-There is no upstream MMPose converter; the row's image is the sequence's frame, by default
-`imageFiles/<sequence>/image_<NNNNN>.jpg` (`image_pattern`, inferred). Both people of a frame share the image, so
-a sequence (not a person) is the shard unit. Boxes come from the ground truth by default (AugLift's setting): the
+There is no upstream MMPose converter; AugLift's scripts write the annotation. The row's image is the sequence's
+frame, `imageFiles/<sequence>/image_<NNNNN>.jpg` in the official release (layout `official`) or
+`imageFiles/<sequence>/<sequence>_image_<NNNNN>.jpg` in AugLift's copies (layout `auglift`); `layout: auto` takes the
+one under which every row's file exists. Both people of a frame share the image, so a sequence (not a person) is the
+shard unit. Boxes come from the ground truth by default (AugLift's setting): the
 2D keypoints' extent grown by `box_margin` px, clipped to the image; the payload says so with `use_gt_box`.
 """
 
@@ -15,17 +17,21 @@ import numpy as np
 
 from shardprep.datasets.base import Item
 from shardprep.datasets.imgname import ImgnameDataset
+from shardprep.datasets.layouts import Layout
 from shardprep.datasets.splits import SplitDataset
 
 
 class PW3DAnnotation(ImgnameDataset):
     pattern = re.compile(r"(?P<sequence>.+)_participant(?P<person>\d+)_frame(?P<frame>\d+)\.\w+")
     example = "courtyard_relaxOnBench_00_participant0_frame00000.jpg"
+    layouts = {
+        "official": Layout("official", "{sequence}/image_{file_frame:05d}.jpg"),
+        "auglift": Layout("auglift", "{sequence}/{sequence}_image_{file_frame:05d}.jpg"),
+    }
 
-    def __init__(self, name: str, annotation: str, image_root: str,
-                 image_pattern: str = "{sequence}/image_{file_frame:05d}.jpg", gt_boxes: bool = True,
-                 box_margin: float = 150.0) -> None:
-        super().__init__(name, annotation, image_root, image_pattern)
+    def __init__(self, name: str, annotation: str, image_root: str, gt_boxes: bool = True, box_margin: float = 150.0,
+                 **layout: Any) -> None:
+        super().__init__(name, annotation, image_root, **layout)
         self.gt_boxes = gt_boxes
         self.box_margin = box_margin
 

@@ -15,7 +15,8 @@ from typing import Any, ClassVar
 import numpy as np
 
 from shardprep.datasets.base import Dataset, Item
-from shardprep.datasets.mmpose_npz import MMPoseDataset
+from shardprep.datasets.layouts import Listing, check_layouts, choose
+from shardprep.datasets.mmpose_npz import MMPoseDataset, check_unique_ids
 from shardprep.runtime.errors import ConfigError
 
 # Per-row shapes of the annotation keys that have a fixed layout (MMPose body-3D, 17 joints).
@@ -40,11 +41,46 @@ class SplitDataset(Dataset):
         }
         # Subject lists per output subset, for `launch/split.py`; not used to enumerate items.
         self.subjects = subjects or {}
+        self._detected: str | None = None  # the layout `validate` chose among several
 
     def validate(self) -> None:
         for split, part in self.parts.items():
             part.validate()
             check_row_shapes(part.annotation, part.arrays)
+        check_unique_ids(f"dataset {self.name}", [row for split, part in self.parts.items()
+                                                  for row in part.labelled_rows(split)])
+        self._choose_layout()
+
+    def _choose_layout(self) -> None:
+        """Every row's image must exist; with several known layouts, the one under which all exist is the run's."""
+        first = next(iter(self.parts.values()))
+        rows = (
+            (split, row, name, part.fields(name))
+            for split, part in self.parts.items()
+            for row, name in enumerate(part.arrays["imgname"].tolist())
+        )
+        setting = ("dataset.image_pattern" if first.candidates[0].name == "custom"
+                   else f"dataset.layout (one of {', '.join(first.layouts)}) or dataset.image_pattern")
+        chosen = choose(self.name, check_layouts(rows, first.candidates, Listing(first.image_root)),
+                        Listing(first.image_root), setting)
+        self._detected = chosen.name if len(first.candidates) > 1 else None
+        for part in self.parts.values():
+            part.layout = chosen
+
+    def resolved_settings(self) -> dict[str, Any]:
+        return {"layout": self._detected} if self._detected else {}
+
+    @property
+    def joint_names(self) -> tuple[str, ...]:
+        return next(iter(self.parts.values())).joint_names
+
+    def subject_of(self, imgname: str) -> str:
+        first = next(iter(self.parts.values()))
+        try:
+            return first.subject_of(imgname)  # type: ignore[attr-defined]
+        except (AttributeError, KeyError):
+            raise ConfigError(f"dataset {self.name!r}: its imgnames name no subject, so it cannot be split by "
+                              "subject") from None
 
     def items(self) -> list[Item]:
         return [

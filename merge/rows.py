@@ -9,14 +9,16 @@ a merge depend only on the data.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
 from shardprep import __version__
+from shardprep.datasets import joints
 from shardprep.datasets.base import Dataset, Item
-from shardprep.datasets.mmpose_npz import MMPoseDataset
+from shardprep.datasets.mmpose_npz import UNITS, MMPoseDataset
 from shardprep.datasets.splits import SplitDataset
 from shardprep.merge import hdf5, xycd
 from shardprep.merge.job import MergeJob
@@ -25,6 +27,8 @@ from shardprep.runtime.errors import ConfigError
 from shardprep.runtime.store import FINGERPRINT_KEY
 
 FORMATS = ("xycd", "hdf5")
+# Per-file (not per-row) arrays of a merged NPZ beside the fingerprint; HDF5 keeps them as attributes.
+METADATA_KEYS = ("joint_names", "units")
 SHOWN_SHARDS = 10
 
 
@@ -33,13 +37,18 @@ class RowMerge:
     go in under which names, and what makes a row valid."""
 
     def __init__(self, prefix: str, fields: dict[str, str], valid_from: str | None = None,
-                 dets: dict[str, str] | None = None, default_format: str = "xycd", suffix: str = "npz") -> None:
+                 dets: dict[str, str] | None = None, default_format: str = "xycd", suffix: str = "npz",
+                 joint_fields: list[str] | None = None, units: dict[str, str] | None = None) -> None:
         self.suffix = suffix
         self.prefix = prefix
         self.fields = fields
         self.valid_from = valid_from
         self.dets = dets
         self.default_format = default_format
+        # Checkpoint arrays whose axis 1 is the joint (in H36M order, as the pose stages predict), and the units of
+        # the merged arrays: written into every merged file with the dataset's joint names.
+        self.joint_fields = joint_fields or []
+        self.units = units or {}
 
     def __call__(self, job: MergeJob) -> list[Path]:
         form = job.format or self.default_format
@@ -49,7 +58,7 @@ class RowMerge:
         dataset, items = job.folder.checked_items(job.manifest)
         tables = annotation_tables(dataset)
         for split, table in tables.items():
-            clash = sorted(set(table) & {*self.fields.values(), "valid", FINGERPRINT_KEY})
+            clash = sorted(set(table) & {*self.fields.values(), "valid", FINGERPRINT_KEY, *METADATA_KEYS})
             if clash:
                 raise ConfigError(f"the {split or dataset.name} annotation file already has {', '.join(clash)}: rename "
                                   f"them in `fields` of conf/merge/{config['stage']['name']}.yaml")
@@ -72,19 +81,57 @@ class RowMerge:
         valid = status == OK
         if self.valid_from:
             valid &= arrays[self.valid_from].astype(bool)
+        names = joint_names(dataset)
+        arrays = in_dataset_order(arrays, self.joint_fields, names)
+        metadata = {"joint_names": list(names), "units": {**UNITS, **self.units}}
+        drop = bool(job.config.get("drop_invalid", False))
         written = []
         for split, table in tables.items():
             rows = row_positions(items, split, len(table["imgname"]))
             merged = {**table, **{name: arrays[key][rows] for key, name in self.fields.items()}, "valid": valid[rows]}
+            print(row_counts(f"{dataset.name} {split}".strip(), status[rows] == OK, valid[rows], drop))
+            if drop:
+                merged = {key: array[merged["valid"]] for key, array in merged.items()}
             stem = merged_stem(dataset.name, self.prefix, split)
             if form == "hdf5":
-                attributes = run_attributes(job, split, merged["valid"])
+                attributes = {**run_attributes(job, split, merged["valid"]), **metadata}
                 written.append(hdf5.write(job.out_dir / f"{stem}.h5", merged, attributes))
             else:
                 # The run's fingerprint travels in the file (HDF5: in its attributes), so a file says which run made it.
                 merged[FINGERPRINT_KEY] = np.array(job.manifest.fingerprint)
+                merged["joint_names"] = np.array(names)
+                merged["units"] = np.array(json.dumps(metadata["units"], sort_keys=True))
                 written.extend(xycd.write(job.out_dir, stem, merged, self.dets))
         return written
+
+
+def joint_names(dataset: Dataset) -> tuple[str, ...]:
+    """The order of the dataset's `part`/`S` as merged (3DHP: h36m or mpi, per `dataset.joint_order`)."""
+    return tuple(getattr(dataset, "joint_names", joints.H36M))
+
+
+def in_dataset_order(arrays: dict[str, np.ndarray], joint_fields: Sequence[str],
+                     names: tuple[str, ...]) -> dict[str, np.ndarray]:
+    """Predictions come in H36M order; a dataset that keeps another order (3DHP `joint_order: mpi`) gets them
+    reordered by joint name, so ground truth and predictions of a merged file never mix two orders."""
+    if names == joints.H36M:
+        return arrays
+    order = joints.reorder(joints.H36M, names)
+    return {key: array[:, order] if key in joint_fields else array for key, array in arrays.items()}
+
+
+def row_counts(label: str, present: np.ndarray, valid: np.ndarray, dropped: bool) -> str:
+    """The per-split line the merge prints: how many rows MMPose will see, and what it does with the others."""
+    missing = int((~present).sum())
+    undetected = int((present & ~valid).sum())
+    line = f"merge {label}: {len(valid)} rows: {int(valid.sum())} valid, {undetected} undetected, {missing} missing"
+    if not undetected + missing:
+        return line
+    if dropped:
+        return f"{line}; drop_invalid=true: the {undetected + missing} invalid rows are left out of every array"
+    return (f"{line}; their predictions are zero: MMPose's lifting datasets drop rows whose 2D detections are all "
+            "zero without a word and never read `valid` (test metrics then cover fewer frames); drop_invalid=true "
+            "writes the files without them")
 
 
 def merged_stem(dataset: str, prefix: str, split: str) -> str:

@@ -2,31 +2,30 @@
 
 `split_run` reads every merged split of a run (`<dataset>_<prefix>_<split>.npz` and its `_dets.npy` twin if there
 is one), keeps the rows of each subject list of `dataset.subjects`, and writes `<dataset>_<prefix>_<subset>.npz`
-(+ twin). A row's subject is the start of its image's file name up to the first `_` (`s11_50591643-0_walk.mp4_000001.jpg`
--> s11, `S1_Directions_1.54138969_000001.jpg` -> S1, `TS1_000001.jpg` -> TS1). Every array must have one entry per
-row (first dimension N): an array that does not cannot be masked consistently and is refused, naming it. The one
-exception is the run's `fingerprint` (a single value), which every subset keeps; merged files of two runs are refused.
+(+ twin). A row's subject is what the run's dataset adapter parses from its imgname (the same regular expression
+that named its sequence at launch: `s11_50591643-0_walk.mp4_000001.jpg` -> s11, `TS1_000001.jpg` -> TS1). Every
+array must have one entry per row (first dimension N): an array that does not cannot be masked consistently and is
+refused, naming it. The exceptions are the per-file values (the run's `fingerprint`, `joint_names`, `units`), which
+every subset keeps; merged files of two runs are refused.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 
 from shardprep.merge import xycd
 from shardprep.merge.job import MergeJob
-from shardprep.merge.rows import merged_stem
+from shardprep.merge.rows import METADATA_KEYS, merged_stem
+from shardprep.runtime.build import build_dataset
 from shardprep.runtime.errors import ConfigError
 from shardprep.runtime.npz import read_npz, write_npz
 from shardprep.runtime.store import FINGERPRINT_KEY
 
 DETS = "dets"  # the twin's rows travel as one more per-row array while splitting
-
-
-def subject_of(imgname: str) -> str:
-    return Path(imgname).name.split("_", 1)[0]
+PER_FILE = (FINGERPRINT_KEY, *METADATA_KEYS)  # one value per file: kept by every subset, equal across the parts
 
 
 def concatenate(parts: Sequence[tuple[str, Mapping[str, np.ndarray]]]) -> dict[str, np.ndarray]:
@@ -44,13 +43,16 @@ def check_rows(name: str, arrays: Mapping[str, np.ndarray]) -> int:
         raise ConfigError(f"{name}: no `imgname` array, so rows have no subject")
     rows = len(arrays["imgname"])
     for key, array in arrays.items():
+        if key in PER_FILE:
+            continue
         if array.ndim == 0 or array.shape[0] != rows:
             raise ConfigError(f"{name}: array {key!r} has shape {array.shape}, not one entry per row (N={rows}); "
                               "it cannot be split by subject")
     return rows
 
 
-def masks(imgnames: np.ndarray, subjects: Mapping[str, Sequence[str]]) -> dict[str, np.ndarray]:
+def masks(imgnames: np.ndarray, subjects: Mapping[str, Sequence[str]],
+          subject_of: Callable[[str], str]) -> dict[str, np.ndarray]:
     """Per subset, which rows belong to it. A subject listed in two subsets is refused."""
     owner: dict[str, str] = {}
     for subset, names in subjects.items():
@@ -80,21 +82,25 @@ def split_run(job: MergeJob) -> tuple[list[Path], int]:
         if dets.is_file():
             arrays[DETS] = np.load(dets, allow_pickle=False)
         parts.append((str(path), arrays))
-    fingerprints = {str(arrays.pop(FINGERPRINT_KEY)) for _, arrays in parts if FINGERPRINT_KEY in arrays}
-    if len(fingerprints) > 1:
-        raise ConfigError(f"the merged files in {job.out_dir} come from runs of different fingerprints "
-                          f"({', '.join(sorted(fingerprints))}): run `python launch/merge.py` for this run again")
-    fingerprint = next(iter(fingerprints), None)
+    per_file = [{key: arrays.pop(key) for key in PER_FILE if key in arrays} for _, arrays in parts]
+    for key in PER_FILE:
+        values = {str(np.asarray(values[key]).tolist()) for values in per_file if key in values}
+        if len(values) > 1:
+            raise ConfigError(f"the merged files in {job.out_dir} differ in {key!r} ({' vs '.join(sorted(values))}): "
+                              "they come from different runs; run `python launch/merge.py` for this run again")
+    kept = per_file[0]
     merged = concatenate(parts)
     written = []
-    selected = masks(merged["imgname"], subjects)
+    dataset_adapter = build_dataset(job.manifest.config)
+    subject_of = getattr(dataset_adapter, "subject_of", None)
+    if subject_of is None:
+        raise ConfigError(f"dataset {dataset['name']!r} names no subjects in its imgnames: it cannot be split by subject")
+    selected = masks(merged["imgname"], subjects, subject_of)
     for subset, mask in selected.items():
         path = job.out_dir / f"{merged_stem(dataset['name'], prefix, subset)}.npz"
         arrays = {key: array[mask] for key, array in merged.items()}
         dets = arrays.pop(DETS, None)
-        if fingerprint is not None:
-            arrays[FINGERPRINT_KEY] = np.array(fingerprint)
-        write_npz(path, arrays)
+        write_npz(path, {**arrays, **kept})
         written.append(path)
         if dets is not None:
             written.append(path.with_name(f"{path.stem}_dets.npy"))

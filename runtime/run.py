@@ -65,6 +65,8 @@ def prepare(config: dict[str, Any]) -> Launch:
     check_cluster_settings(config["cluster"])
     dataset = build_dataset(config)
     dataset.validate()
+    resolved = dataset.resolved_settings()
+    config["dataset"].update(resolved)  # recorded in the manifest: tasks and merges read the same files
     items = dataset.items()
     if not items:
         raise ConfigError(f"dataset {dataset.name!r} has no items: check its root and annotation files")
@@ -81,6 +83,8 @@ def prepare(config: dict[str, Any]) -> Launch:
     manifest = Manifest(config, plan, len(items), digest, run_fingerprint, code_version())
     launch = Launch(config, folder, manifest, backend,
                     frames=[sum(max(1, item.weight) for item in items[start:end]) for start, end in plan])
+    launch.notes.extend(f"dataset {dataset.name}: {key}={value} (detected from the files; recorded in the manifest)"
+                        for key, value in resolved.items())
     if folder.manifest_path.exists():
         try:
             old = folder.manifest()

@@ -5,6 +5,7 @@ Runs are written by tests/data/fake_runs.py (depth-stage schema, no models), on 
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -84,7 +85,9 @@ def test_hdf5_holds_the_npz_arrays_and_provenance(h36m: list[str], tmp_path: Pat
     run_merge([*args, "format=hdf5"])
     merged = read_npz(tmp_path / "run/merged/h36m_xycd_train.npz")
     assert str(merged.pop("fingerprint")) == "fake-depth-run"  # the NPZ says which run made it; HDF5 in its attributes
+    names, units = merged.pop("joint_names").tolist(), json.loads(str(merged.pop("units")))
     with h5py.File(tmp_path / "run/merged/h36m_xycd_train.h5") as handle:
+        assert json.loads(handle.attrs["joint_names"]) == names and json.loads(handle.attrs["units"]) == units
         assert sorted(handle) == sorted(merged)
         for key, values in merged.items():
             stored = handle[key].asstr()[()] if values.dtype.kind == "U" else handle[key][()]
@@ -202,3 +205,69 @@ def test_merge_without_a_stage_takes_the_datasets_only_run(h36m: list[str], tmp_
     shutil.copy(tmp_path / "h36m" / "image_stats" / "manifest.json", tmp_path / "h36m" / "other")
     with pytest.raises(ConfigError, match=r"stages \['image_stats', 'other'\]: name one with stage=<name>"):
         run_merge(h36m)
+
+
+def test_merged_files_name_their_joints_and_units(h36m: list[str], tmp_path: Path) -> None:
+    pytest.importorskip("mmpose", reason="mmpose is not installed (the models extra)")
+    from mmpose.datasets import Human36mDataset
+
+    args = fake_depth_run(tmp_path / "run", h36m, shards=1)
+    run_merge(args)
+    run_merge([*args, "format=hdf5"])
+    merged = read_npz(tmp_path / "run/merged/h36m_xycd_test.npz")
+    from mmpose.datasets.datasets.utils import parse_pose_metainfo
+
+    # MMPose's own H36M joint list, the order its configs assume.
+    names = parse_pose_metainfo(Human36mDataset.METAINFO)["keypoint_id2name"]
+    expected = [names[i] for i in range(17)]
+    assert merged["joint_names"].tolist() == expected
+    units = json.loads(str(merged["units"]))
+    assert units["S"].startswith("m ") and units["part"].startswith("px") and units["predicted_depth_point"].startswith("m")
+    with h5py.File(tmp_path / "run/merged/h36m_xycd_test.h5") as handle:
+        assert json.loads(handle.attrs["joint_names"]) == expected and json.loads(handle.attrs["units"]) == units
+
+
+def test_3dhp_in_mpi_order_gets_its_predictions_reordered(tmp_path: Path) -> None:
+    from data.minisets import make_3dhp
+
+    from shardprep.runtime.run_folder import RunFolder
+
+    run = tmp_path / "run"
+    args = fake_depth_run(run, make_3dhp(tmp_path / "3dhp"), shards=1)  # predictions = H36M-order ground truth
+    folder = RunFolder(run)
+    manifest = folder.manifest()
+    manifest.config["dataset"]["joint_order"] = "mpi"  # the run's dataset keeps the converter's order
+    folder.write_manifest(manifest)
+    run_merge(args)
+    for split in ("train", "test"):
+        merged = read_npz(run / f"merged/3dhp_xycd_{split}.npz")
+        np.testing.assert_allclose(merged["predicted_keypoints"], merged["part"][..., :2], rtol=1e-6)
+        assert merged["joint_names"].tolist()[14] == "root"  # MMPose's 3DHP root_index=14
+        dets = np.load(run / f"merged/3dhp_xycd_{split}_dets.npy")
+        np.testing.assert_array_equal(dets[..., :2], merged["predicted_keypoints"])
+
+
+def test_counts_per_split_and_drop_invalid(h36m: list[str], tmp_path: Path) -> None:
+    pytest.importorskip("mmpose", reason="mmpose is not installed (the models extra)")
+    from mmpose.datasets import Human36mDataset
+
+    run = tmp_path / "run"
+    args = fake_depth_run(run, h36m, shards=1, undetected=["S9_Walking_1.54138969_000002"])
+    next(run.glob("checkpoints/shard-00000/S11_Walking_1.54138969_000003.npz")).unlink()
+    done = launch("merge.py", *args, "allow_partial=true")
+    assert "merge h36m test: 6 rows: 4 valid, 1 undetected, 1 missing" in done.stdout
+    assert "merge h36m train: 6 rows: 6 valid, 0 undetected, 0 missing" in done.stdout
+    assert "drop_invalid=true" in done.stdout
+    full = read_npz(run / "merged/h36m_xycd_test.npz")
+    done = launch("merge.py", *args, "allow_partial=true", "drop_invalid=true")
+    assert "the 2 invalid rows are left out" in done.stdout
+    kept = read_npz(run / "merged/h36m_xycd_test.npz")
+    for key in full:
+        if full[key].ndim and len(full[key]) == 6 and key != "joint_names":
+            np.testing.assert_array_equal(kept[key], full[key][full["valid"]])
+    dets = np.load(run / "merged/h36m_xycd_test_dets.npy")
+    assert kept["valid"].all() and len(dets) == len(kept["imgname"]) == 4
+    loaded = Human36mDataset(ann_file=str(run / "merged/h36m_xycd_test.npz"), data_root="", data_prefix=dict(img=""),
+                             seq_len=1, causal=True, keypoint_2d_src="detection", pipeline=[], test_mode=True,
+                             keypoint_2d_det_file=str(run / "merged/h36m_xycd_test_dets.npy"))
+    assert len(loaded) == 4  # every row MMPose keeps is one of ours: nothing dropped behind the user's back

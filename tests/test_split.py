@@ -14,9 +14,15 @@ from data.fake_runs import fake_depth_run
 from data.minisets import make_3dpw, make_fit3d
 
 from shardprep.merge.job import run_merge
-from shardprep.merge.split import concatenate, masks, subject_of
+from shardprep.datasets.fit3d import Fit3DAnnotation
+from shardprep.merge.split import concatenate, masks
 from shardprep.runtime.errors import ConfigError
 from shardprep.runtime.npz import read_npz
+
+
+def subject_of(imgname: str) -> str:
+    """The test's own reading of AugLift's Fit3D names: the subject is `sNN` before the first `_`."""
+    return Path(imgname).name.split("_", 1)[0]
 
 
 def test_fit3d_split_by_subject(tmp_path: Path) -> None:
@@ -31,8 +37,9 @@ def test_fit3d_split_by_subject(tmp_path: Path) -> None:
         assert {subject_of(name) for name in part["imgname"].tolist()} == subjects
         keep = np.isin([subject_of(name) for name in whole["imgname"].tolist()], sorted(subjects))
         assert sorted(part) == sorted(whole)
-        for key in whole:  # every per-row array masked alike; the run's fingerprint (one value) kept as it is
-            np.testing.assert_array_equal(part[key], whole[key] if whole[key].ndim == 0 else whole[key][keep])
+        for key in whole:  # every per-row array masked alike; the per-file values (fingerprint, joints) kept as they are
+            per_file = key in ("fingerprint", "joint_names", "units")
+            np.testing.assert_array_equal(part[key], whole[key] if per_file else whole[key][keep])
         assert str(part["fingerprint"]) == json.loads((tmp_path / "run" / "manifest.json").read_text())["fingerprint"]
         dets = np.load(out / f"fit3d_xycd_{subset}_dets.npy", allow_pickle=False)
         np.testing.assert_array_equal(dets[..., :2], part["predicted_keypoints"])
@@ -43,7 +50,17 @@ def test_arrays_without_one_entry_per_row_are_refused() -> None:
     with pytest.raises(ConfigError, match="x.npz: array 'mean_pose' has shape \\(17, 3\\), not one entry per row"):
         concatenate([("x.npz", {"imgname": names, "mean_pose": np.zeros((17, 3))})])
     with pytest.raises(ConfigError, match="subject 's03' is in both 'train' and 'test'"):
-        masks(names, {"train": ["s03"], "test": ["s03", "s10"]})
+        masks(names, {"train": ["s03"], "test": ["s03", "s10"]}, subject_of)
+
+
+def test_subjects_come_from_the_adapters_parse(tmp_path: Path) -> None:
+    """A subject is what the adapter's own naming says, not the text before the first `_` of any name."""
+    adapter = Fit3DAnnotation("fit3d", str(tmp_path / "x.npz"), str(tmp_path))
+    names = np.array(["s03_50591643-0_walk.mp4_000001.jpg", "s10_50591643-0_walk.mp4_000001.jpg"])
+    selected = masks(names, {"train": ["s03"], "test": ["s10"]}, adapter.subject_of)
+    assert selected["train"].tolist() == [True, False] and selected["test"].tolist() == [False, True]
+    with pytest.raises(ValueError, match="does not follow the fit3d naming"):
+        masks(np.array(["s03-walk.jpg"]), {"train": ["s03"]}, adapter.subject_of)
 
 
 def test_dataset_without_subjects_is_refused(tmp_path: Path) -> None:
