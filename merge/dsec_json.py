@@ -79,6 +79,11 @@ class DSECJsonMerge:
         print(table.table())
         return written
 
+    def report(self, out_dir: Path, dataset_name: str) -> str | None:
+        """The completeness table of the folders published in `out_dir` (None if there are none)."""
+        folders = sorted(path for path in out_dir.glob(f"{dataset_name}_*") if path.is_dir())
+        return Completeness.of_folders(folders).table() if folders else None
+
     def _publish(self, clip: Any, position: int, paths: dict[str, Checkpoints], valid: dict[str, np.ndarray],
                  images: int, folder: Path, name: str, table: Completeness) -> dict[str, Any]:
         """Link or copy the clip's valid files into the published folder; their paths relative to it, by kind."""

@@ -14,6 +14,7 @@ bytes copied; a file keeps its content if the run folder is deleted later), copi
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from collections.abc import Sequence
@@ -33,6 +34,22 @@ class Completeness:
     def add(self, group: str, kind: str, number: int = 1) -> None:
         row = self.counts.setdefault(group, dict.fromkeys((*KINDS, "json"), 0))
         row[kind] += number
+
+    @classmethod
+    def of_folders(cls, folders: Sequence[Path]) -> Completeness:
+        """Counted in published folders as they are now (for `status by=group`)."""
+        table = cls()
+        for folder in folders:
+            name = folder.name
+            table.add(name, "event_npy", len(list(folder.glob("event_npy/*/*.npz"))))
+            table.add(name, "event_image", len(list(folder.glob("event_image/*/*_0.png"))))
+            table.add(name, "video", len([p for p in folder.glob("video/*/*") if p.is_dir()]))
+            table.add(name, "mp4", len(list(folder.glob("mp4/*/*.mp4"))))
+            try:
+                table.add(name, "json", len(json.loads((folder / f"{name}.json").read_text())))
+            except (OSError, ValueError):
+                pass  # no JSON (yet): counted as 0
+        return table
 
     def table(self) -> str:
         header = ("folder", *KINDS, "json")

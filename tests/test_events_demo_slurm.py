@@ -34,3 +34,9 @@ def test_dsec_demo_end_to_end_through_slurm(tmp_path: Path) -> None:
     for entry in entries:
         for key in ("event_data", "video_data", "image"):
             assert (merged / "dsec_demo_train_500ms" / entry[key]).is_file()
+    # status by=group prints the same completeness table, counted in the published folders
+    (merged / "dsec_demo_test_1s" / "mp4" / "interlaken_demo_a" / "000002.mp4").unlink()
+    groups = launch("status.py", "dataset=dsec_demo", "stage=events", f"out_dir={run_dir}", "by=group",
+                    f"merged_dir={merged}", demo_root=demo).stdout
+    assert re.search(r"dsec_demo_train_500ms\s+9\s+9\s+9\s+9\s+9", groups), groups
+    assert re.search(r"dsec_demo_test_1s\s+5\s+5\s+5\s+4\s+5", groups), groups
