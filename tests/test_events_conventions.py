@@ -14,7 +14,7 @@ from data.dsec_synthetic import make_sequence
 
 from shardprep.datasets.dsec import DSECDataset
 from shardprep.runtime.errors import ConfigError
-from shardprep.stages.events.render import BLUE, EVENTS_PER_THREAD, RED, WHITE, EventCanvas
+from shardprep.stages.events.render import BLUE, EVENTS_PER_THREAD, RED, EventCanvas
 from shardprep.stages.events.slicing import find_window
 from shardprep.stages.events.stage import EventsStage, validate_pickled_npy
 
