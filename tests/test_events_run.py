@@ -250,3 +250,38 @@ def test_bad_templates_and_stage_settings_fail_before_anything_runs(dsec: tuple[
     done = run_events(root, tmp_path / "run", "stage.frames_mode=move", check=False)
     assert done.returncode == 2 and "stage.frames_mode='move'" in done.stderr
     assert not (tmp_path / "run" / "manifest.json").exists()
+
+
+def test_eventgpt_conventions_rectified_through_the_launchers(tmp_path: Path) -> None:
+    """The eventgpt preset (5 images), EventGPT's .npy and rectification through launch/events.py and the merge."""
+    root = tmp_path / "dsec"
+    sequence = make_sequence(root / "train" / "seq", frames=15, duration_ms=800, gaps_ms=())
+    columns, rows = np.meshgrid(np.arange(640, dtype=np.float32), np.arange(480, dtype=np.float32))
+    with h5py.File(root / "train" / "seq" / "events" / "left" / "rectify_map.h5", "w") as h5:
+        h5.create_dataset("rectify_map", data=np.stack([columns * 0.5 + 0.3, rows * 0.5], axis=-1))
+    run_dir = tmp_path / "run"
+    launch("events.py", "dataset=dsec", f"dataset.root={root}", "~dataset.splits.test", "dataset.durations_ms=[500]",
+           "dataset.rectify=true", "stage.event_image=eventgpt", "stage.eventgpt_npy=true", "cluster=debug",
+           f"out_dir={run_dir}")
+    merged = tmp_path / "merged"
+    launch("merge.py", "dataset=dsec", "stage=events", f"out_dir={run_dir}", f"merged_dir={merged}")
+    folder = merged / "dsec_train_500ms"
+    (entry, *_) = json.loads((folder / "dsec_train_500ms.json").read_text())
+    assert entry["image"] == [f"event_image/seq/000000_{i}.png" for i in range(5)]
+    assert entry["eventgpt_data"] == "event_npy/seq/000000.npy"
+    events = read_all_events(sequence.folder / "events" / "left" / "events.h5")
+    absolute = events["t"].astype(np.int64) + events["t_offset"]
+    start = int(sequence.frame_timestamps[0])
+    inside = (absolute >= start) & (absolute < start + 500_000)
+    npz = read_npz(folder / entry["event_data"])
+    assert npz["x"].dtype == np.float32
+    assert np.allclose(npz["x"], events["x"][inside] * 0.5 + 0.3) and np.allclose(npz["y"], events["y"][inside] * 0.5)
+    # image 0 by hand: the first n // 5 events at their rounded rectified pixel, the last event of a pixel winning
+    share = int(inside.sum()) // 5
+    x = np.floor(events["x"][inside][:share] * 0.5 + 0.3 + 0.5).astype(int)
+    y = np.floor(events["y"][inside][:share] * 0.5 + 0.5).astype(int)
+    expected = np.full((480, 640, 3), 255, np.uint8)
+    for xi, yi, pi in zip(x, y, events["p"][inside][:share]):
+        expected[yi, xi] = (255, 0, 0) if pi else (0, 0, 255)
+    with Image.open(folder / entry["image"][0]) as image:
+        assert image.mode == "RGB" and np.array_equal(np.asarray(image), expected)
