@@ -11,16 +11,20 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
 from shardprep.datasets.base import Dataset, Item
 from shardprep.runtime.errors import ConfigError
-from shardprep.stages.events.slicing import EventWindow, find_window
+from shardprep.stages.events.slicing import EventsFileError, EventWindow, find_window, open_events, stream_span, \
+    window_in
 
 EVENTS_FILE = Path("events/left/events.h5")
+RECTIFY_FILE = Path("events/left/rectify_map.h5")
+EMPTY_CLIPS = ("keep", "skip")
+PARTIAL_CLIPS = ("keep", "skip", "flag")
 FRAMES_DIR = Path("images/left/rectified")
 TIMESTAMPS_FILE = Path("images/timestamps.txt")
 # Clip-relative event times are stored as u32 µs.
@@ -41,6 +45,15 @@ class Clip:
     events_file: Path
     frames: tuple[Path, ...]
     frame_timestamps: tuple[int, ...]
+    # The part [start, end) of the clip that the events file covers (absolute µs; start == end: none); None when the
+    # file could not be read at enumeration (its clips then fail on their own when read).
+    covered: tuple[int, int] | None = None
+    rectify_file: Path | None = None  # the sequence's rectify_map.h5, when events are to be rectified
+
+    @property
+    def partial(self) -> bool:
+        """Part of the clip lies outside the event stream (before `t_offset` or past the end of `ms_to_idx`)."""
+        return self.covered is not None and self.covered != (self.start_us, self.end_us)
 
 
 @dataclass(frozen=True)
@@ -58,15 +71,22 @@ def duration_label(duration_ms: int) -> str:
 
 class DSECDataset(Dataset):
     """`splits` maps a split name to its folder of sequences (relative to `root`), or to {events: ..., images: ...}
-    for DSEC's download layout where `train_events/` and `train_images/` are separate folders."""
+    for DSEC's download layout where `train_events/` and `train_images/` are separate folders.
+
+    `empty_clips=skip` leaves out clips without events (the seed's builder does; EventGPT's renderer fails on them),
+    `partial_clips=skip` those that the event stream covers only in part (DSEC's EventSlicer refuses them); `flag`
+    keeps them and the merge records their covered span. Either setting reads each sequence's events file at
+    enumeration (its table and about one millisecond of events per clip boundary)."""
 
     def __init__(self, name: str, root: str, splits: Mapping[str, str | Mapping[str, str]],
-                 durations_ms: list[int], overlap: float = 0.5) -> None:
+                 durations_ms: list[int], overlap: float = 0.5, empty_clips: str = "keep",
+                 partial_clips: str = "keep", rectify: bool = False) -> None:
         super().__init__(name)
         self.root = Path(root).expanduser()
         self.splits = dict(splits)
         self.durations_ms = list(durations_ms)
         self.overlap = overlap
+        self.empty_clips, self.partial_clips, self.rectify = empty_clips, partial_clips, rectify
         self._clips: dict[str, Clip] | None = None
 
     def _split_roots(self, split: str) -> tuple[Path, Path]:
@@ -92,7 +112,19 @@ class DSECDataset(Dataset):
             raise ConfigError(f"dataset.durations_ms={self.durations_ms} lists a duration twice")
         if not isinstance(self.overlap, (int, float)) or not 0 <= self.overlap < 1:
             raise ConfigError(f"dataset.overlap={self.overlap!r}: must be a fraction in [0, 1), e.g. 0.5")
+        if self.empty_clips not in EMPTY_CLIPS:
+            raise ConfigError(f"dataset.empty_clips={self.empty_clips!r}: use one of {', '.join(EMPTY_CLIPS)}")
+        if self.partial_clips not in PARTIAL_CLIPS:
+            raise ConfigError(f"dataset.partial_clips={self.partial_clips!r}: use one of {', '.join(PARTIAL_CLIPS)}")
+        if not isinstance(self.rectify, bool):
+            raise ConfigError(f"dataset.rectify={self.rectify!r}: true or false")
         self.items()
+        if self.rectify:
+            missing = sorted({str(clip.rectify_file) for clip in self._clips.values()
+                              if clip.rectify_file is not None and not clip.rectify_file.is_file()})
+            if missing:
+                raise ConfigError(f"dataset.rectify=true but {missing[0]} (and {len(missing) - 1} more) not found: "
+                                  "download the sequences' rectify_map.h5 or set dataset.rectify=false")
 
     def items(self) -> list[Item]:
         if self._clips is None:
@@ -122,16 +154,40 @@ class DSECDataset(Dataset):
         stride = max(1, round(length * (1 - self.overlap)))
         first, last = int(timestamps[0]), int(timestamps[-1])
         frames_dir = images_root / sequence / FRAMES_DIR
+        events_file = events_root / sequence / EVENTS_FILE
         clips = []
         for index, start in enumerate(range(first, last - length + 1, stride)):
             low, high = np.searchsorted(timestamps, [start, start + length], side="left")
             clips.append(Clip(
                 split=split, duration_ms=duration_ms, sequence=sequence, index=index, start_us=start,
-                end_us=start + length, events_file=events_root / sequence / EVENTS_FILE,
+                end_us=start + length, events_file=events_file,
                 frames=tuple(frames_dir / f"{i:06d}.png" for i in range(low, high)),
                 frame_timestamps=tuple(int(t) for t in timestamps[low:high]),
+                rectify_file=events_root / sequence / RECTIFY_FILE if self.rectify else None,
             ))
-        return clips
+        if self.empty_clips == "keep" and self.partial_clips == "keep":
+            return clips
+        return self._select(clips, events_file)
+
+    def _select(self, clips: list[Clip], events_file: Path) -> list[Clip]:
+        """The clips with their covered span, less those that the empty/partial settings leave out. An unreadable
+        events file keeps its clips: each then fails with the file's error when read."""
+        try:
+            h5 = open_events(events_file)
+        except EventsFileError:
+            return clips
+        kept = []
+        with h5:
+            low, high = stream_span(h5)
+            for clip in clips:
+                covered = (min(max(clip.start_us, low), high), max(min(clip.end_us, high), low))
+                clip = replace(clip, covered=covered)
+                if self.partial_clips == "skip" and clip.partial:
+                    continue
+                if self.empty_clips == "skip" and window_in(h5, events_file, clip.start_us, clip.end_us).count == 0:
+                    continue
+                kept.append(clip)
+        return kept
 
     def clip(self, item: Item) -> Clip:
         if self._clips is None:

@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from shardprep.launch.merge_after import MergeAfter
+from shardprep.merge.job import published_report
 from shardprep.runtime.build import build_stage
 from shardprep.runtime.config import load_config
 from shardprep.runtime.errors import ConfigError
@@ -185,6 +186,9 @@ def status_main(argv: Sequence[str]) -> int:
     if config["by"] == "group":
         groups = group_statuses(folder)
         print(json.dumps(groups_as_json(groups), indent=1) if config["output"] == "json" else groups_as_table(groups))
+        published = published_report(argv, folder.path) if config["output"] != "json" else None
+        if published:
+            print(f"published ({config['merged_dir']}):\n{published}")
         return 0
     if config["by"] != "shard":
         raise ConfigError(f"by={config['by']!r}: use by=shard (per shard, the default) or by=group (per item group)")

@@ -82,6 +82,20 @@ def find_run(run_dir: Path, argv: Sequence[str]) -> Path:
     return run_dir
 
 
+def published_report(argv: Sequence[str], run_dir: Path) -> str | None:
+    """What the run's merge says about what it published (its optional `report(out_dir, dataset_name)`), for
+    `status by=group`; None when the merge has no such report or nothing was published."""
+    config = RunFolder(run_dir).manifest().config
+    stage = config["stage"]["name"]
+    try:
+        merged = load_config([*argv, f"out_dir={run_dir}"], defaults=[*DEFAULTS, f"+merge={stage}"], strict=False)
+        merger = instantiate(merged["merge"], _convert_="all")
+    except Exception:  # a stage without a merge, or one that cannot be built here: nothing to report
+        return None
+    report = getattr(merger, "report", None)
+    return report(Path(merged["merged_dir"]).expanduser(), config["dataset"]["name"]) if report else None
+
+
 def write_merged(merger: Merger, job: MergeJob) -> list[Path]:
     """Run `merger` into `job.out_dir` as the merged folder's one writer (merge/folder.py)."""
     with merging(job.out_dir, job.manifest.fingerprint) as written:

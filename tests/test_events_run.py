@@ -160,14 +160,30 @@ def merge_job(run_dir: Path, out_dir: Path, allow_partial: bool = False) -> Merg
                     workers=1, allow_partial=allow_partial)
 
 
-def test_merge_writes_one_json_per_split_and_duration(dsec: tuple[Path, Path], tmp_path: Path) -> None:
-    _, run_dir = dsec
+FOLDERS = ["dsec_test_500ms", "dsec_test_1s", "dsec_train_500ms", "dsec_train_1s", "dsec_train_2s"]
+
+
+def published_paths(entry: dict) -> list[str]:
+    images = entry["image"] if isinstance(entry["image"], list) else [entry["image"]]
+    return [entry["event_data"], entry["video_data"], entry["video_frames"], *images]
+
+
+def test_merge_publishes_a_folder_per_split_and_duration_that_can_be_moved(dsec: tuple[Path, Path],
+                                                                           tmp_path: Path) -> None:
+    root, run_dir = dsec
     done = launch("merge.py", "dataset=dsec", "stage=events", f"out_dir={run_dir}", f"merged_dir={tmp_path / 'merged'}",
                   "++merge.prompt='<event> What happens in these {duration} of {sequence}?'", "++merge.answer='clip {clip}'")
-    written = [Path(line.removeprefix("merged: ")) for line in done.stdout.splitlines()]
-    assert [p.name for p in written] == ["dsec_test_500ms.json", "dsec_test_1s.json", "dsec_train_500ms.json",
-                                         "dsec_train_1s.json", "dsec_train_2s.json"]
-    entries = json.loads(written[3].read_text())
+    written = [Path(line.removeprefix("merged: ")) for line in done.stdout.splitlines() if line.startswith("merged: ")]
+    assert [p.name for p in written] == FOLDERS
+    # the completeness table: every clip has each kind of file and a JSON entry
+    assert re.search(r"dsec_train_1s\s+6\s+6\s+6\s+6\s+6", done.stdout), done.stdout
+    # published files are hard links to the checkpoints (same file system here): no bytes copied
+    npz = written[3] / "event_npy" / "zurich_city_00_a" / "000000.npz"
+    checkpoint = next((run_dir / "checkpoints").glob("shard-*/train.1s.zurich_city_00_a.00000.events.npz"))
+    assert npz.stat().st_ino == checkpoint.stat().st_ino
+    moved = tmp_path / "elsewhere" / "published"
+    shutil.move(tmp_path / "merged", moved)
+    entries = json.loads((moved / "dsec_train_1s" / "dsec_train_1s.json").read_text())
     assert len(entries) == 6
     first = entries[0]
     assert first["id"] == "train.1s.zurich_city_00_a.00000"
@@ -175,12 +191,38 @@ def test_merge_writes_one_json_per_split_and_duration(dsec: tuple[Path, Path], t
         {"from": "human", "value": "<event> What happens in these 1s of zurich_city_00_a?"},
         {"from": "gpt", "value": "clip 0"},
     ]
-    for key, suffix in (("event_data", ".events.npz"), ("video_data", ".mp4"), ("image", ".png")):
-        path = (written[3].parent / first[key]).resolve()
-        assert path.is_file() and path.name == first["id"] + suffix and not Path(first[key]).is_absolute()
+    assert first["event_data"] == "event_npy/zurich_city_00_a/000000.npz"
+    assert first["image"] == "event_image/zurich_city_00_a/000000_0.png"
+    assert first["video_data"] == "mp4/zurich_city_00_a/000000.mp4"
+    for name in FOLDERS:
+        for entry in json.loads((moved / name / f"{name}.json").read_text()):
+            for relative in published_paths(entry):
+                assert not Path(relative).is_absolute()
+                assert (moved / name / relative).exists(), (name, relative)
+            frames = sorted((moved / name / entry["video_frames"]).iterdir())
+            assert [f.name for f in frames] == [f"{i:06d}.png" for i in range(len(frames))] and frames
+    # the moved copy's events equal the events the source holds for that clip (not just a file of that name)
+    clip = DSECDataset("dsec", str(root), {"train": "train", "test": "test"}, [500, 1000, 2000]).clip(
+        next(item for item in DSECDataset("dsec", str(root), {"train": "train", "test": "test"},
+                                          [500, 1000, 2000]).items() if item.id == first["id"]))
+    events = read_all_events(clip.events_file)
+    absolute = events["t"].astype(np.int64) + events["t_offset"]
+    inside = (absolute >= clip.start_us) & (absolute < clip.end_us)
+    assert np.array_equal(read_npz(moved / "dsec_train_1s" / first["event_data"])["x"], events["x"][inside])
 
 
-def test_merge_lists_only_complete_clips_and_reports_the_rest(dsec: tuple[Path, Path], tmp_path: Path) -> None:
+def test_merge_copies_when_asked(dsec: tuple[Path, Path], tmp_path: Path) -> None:
+    _, run_dir = dsec
+    written = DSECJsonMerge(prompt="<event>", files="copy")(merge_job(run_dir, tmp_path / "merged"))
+    npz = written[0] / "event_npy" / "interlaken_00_a" / "000000.npz"
+    checkpoint = next((run_dir / "checkpoints").glob("shard-*/test.500ms.interlaken_00_a.00000.events.npz"))
+    assert npz.read_bytes() == checkpoint.read_bytes() and npz.stat().st_ino != checkpoint.stat().st_ino
+    with pytest.raises(ConfigError, match="merge.files='symlink'"):
+        DSECJsonMerge(prompt="<event>", files="symlink")
+
+
+def test_merge_lists_only_complete_clips_and_reports_the_rest(dsec: tuple[Path, Path], tmp_path: Path,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
     _, original = dsec
     run_dir = tmp_path / "run"
     shutil.copytree(original, run_dir, symlinks=True)
@@ -191,9 +233,14 @@ def test_merge_lists_only_complete_clips_and_reports_the_rest(dsec: tuple[Path, 
         DSECJsonMerge(prompt="<event>")(merge_job(run_dir, tmp_path / "refused"))
     assert not (tmp_path / "refused").exists()
     written = DSECJsonMerge(prompt="<event>")(merge_job(run_dir, tmp_path / "merged", allow_partial=True))
-    counts = {p.name: len(json.loads(p.read_text())) for p in written}
-    assert counts == {"dsec_test_500ms.json": 3, "dsec_test_1s.json": 0, "dsec_train_500ms.json": 14,
-                      "dsec_train_1s.json": 6, "dsec_train_2s.json": 1}
+    counts = {p.name: len(json.loads((p / f"{p.name}.json").read_text())) for p in written}
+    assert counts == {"dsec_test_500ms": 3, "dsec_test_1s": 0, "dsec_train_500ms": 14, "dsec_train_1s": 6,
+                      "dsec_train_2s": 1}
+    table = capsys.readouterr().out
+    # what is there is published even for an incomplete clip: the table shows the missing MP4 and image
+    assert re.search(r"dsec_train_2s\s+2\s+2\s+2\s+1\s+1", table), table
+    assert re.search(r"dsec_test_1s\s+1\s+0\s+1\s+1\s+0", table), table
+    assert not (written[4] / "mp4" / "zurich_city_01_b").exists()
 
 
 def test_bad_templates_and_stage_settings_fail_before_anything_runs(dsec: tuple[Path, Path], tmp_path: Path) -> None:
@@ -203,3 +250,38 @@ def test_bad_templates_and_stage_settings_fail_before_anything_runs(dsec: tuple[
     done = run_events(root, tmp_path / "run", "stage.frames_mode=move", check=False)
     assert done.returncode == 2 and "stage.frames_mode='move'" in done.stderr
     assert not (tmp_path / "run" / "manifest.json").exists()
+
+
+def test_eventgpt_conventions_rectified_through_the_launchers(tmp_path: Path) -> None:
+    """The eventgpt preset (5 images), EventGPT's .npy and rectification through launch/events.py and the merge."""
+    root = tmp_path / "dsec"
+    sequence = make_sequence(root / "train" / "seq", frames=15, duration_ms=800, gaps_ms=())
+    columns, rows = np.meshgrid(np.arange(640, dtype=np.float32), np.arange(480, dtype=np.float32))
+    with h5py.File(root / "train" / "seq" / "events" / "left" / "rectify_map.h5", "w") as h5:
+        h5.create_dataset("rectify_map", data=np.stack([columns * 0.5 + 0.3, rows * 0.5], axis=-1))
+    run_dir = tmp_path / "run"
+    launch("events.py", "dataset=dsec", f"dataset.root={root}", "~dataset.splits.test", "dataset.durations_ms=[500]",
+           "dataset.rectify=true", "stage.event_image=eventgpt", "stage.eventgpt_npy=true", "cluster=debug",
+           f"out_dir={run_dir}")
+    merged = tmp_path / "merged"
+    launch("merge.py", "dataset=dsec", "stage=events", f"out_dir={run_dir}", f"merged_dir={merged}")
+    folder = merged / "dsec_train_500ms"
+    (entry, *_) = json.loads((folder / "dsec_train_500ms.json").read_text())
+    assert entry["image"] == [f"event_image/seq/000000_{i}.png" for i in range(5)]
+    assert entry["eventgpt_data"] == "event_npy/seq/000000.npy"
+    events = read_all_events(sequence.folder / "events" / "left" / "events.h5")
+    absolute = events["t"].astype(np.int64) + events["t_offset"]
+    start = int(sequence.frame_timestamps[0])
+    inside = (absolute >= start) & (absolute < start + 500_000)
+    npz = read_npz(folder / entry["event_data"])
+    assert npz["x"].dtype == np.float32
+    assert np.allclose(npz["x"], events["x"][inside] * 0.5 + 0.3) and np.allclose(npz["y"], events["y"][inside] * 0.5)
+    # image 0 by hand: the first n // 5 events at their rounded rectified pixel, the last event of a pixel winning
+    share = int(inside.sum()) // 5
+    x = np.floor(events["x"][inside][:share] * 0.5 + 0.3 + 0.5).astype(int)
+    y = np.floor(events["y"][inside][:share] * 0.5 + 0.5).astype(int)
+    expected = np.full((480, 640, 3), 255, np.uint8)
+    for xi, yi, pi in zip(x, y, events["p"][inside][:share]):
+        expected[yi, xi] = (255, 0, 0) if pi else (0, 0, 255)
+    with Image.open(folder / entry["image"][0]) as image:
+        assert image.mode == "RGB" and np.array_equal(np.asarray(image), expected)

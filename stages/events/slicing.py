@@ -65,11 +65,23 @@ def open_events(path: Path) -> h5py.File:
 def find_window(path: Path, start_us: int, end_us: int) -> EventWindow:
     """The events of `path` with absolute time in [start_us, end_us)."""
     with open_events(path) as h5:
-        t_offset = int(h5["t_offset"][()])
-        times, table = h5["events/t"], h5["ms_to_idx"]
-        start = first_at_or_after(times, table, start_us - t_offset)
-        stop = max(start, first_at_or_after(times, table, end_us - t_offset))
+        return window_in(h5, path, start_us, end_us)
+
+
+def window_in(h5: h5py.File, path: Path, start_us: int, end_us: int) -> EventWindow:
+    """`find_window` in an events file already open (one open for all the clips of a sequence)."""
+    t_offset = int(h5["t_offset"][()])
+    times, table = h5["events/t"], h5["ms_to_idx"]
+    start = first_at_or_after(times, table, start_us - t_offset)
+    stop = max(start, first_at_or_after(times, table, end_us - t_offset))
     return EventWindow(path, start, stop, t_offset)
+
+
+def stream_span(h5: h5py.File) -> tuple[int, int]:
+    """The absolute µs span [t_offset, t_offset + 1000 (len(ms_to_idx) - 1)] whose events the file guarantees: the
+    one DSEC's EventSlicer serves (it refuses a window starting before `t_offset` or ending past the table)."""
+    t_offset = int(h5["t_offset"][()])
+    return t_offset, t_offset + 1000 * max(0, h5["ms_to_idx"].shape[0] - 1)
 
 
 def first_at_or_after(times: h5py.Dataset | np.ndarray, table: h5py.Dataset | np.ndarray, time_us: int) -> int:
