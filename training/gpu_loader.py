@@ -32,13 +32,13 @@ def stored_dtype(array: np.ndarray, dtype: torch.dtype | None) -> torch.dtype:
 
 def memory_needed(table: Table, windows: Windows | None, dtype: torch.dtype | None, batch_size: int,
                   samples: int) -> int:
-    """Bytes on the device: every field, `valid`, `rows`, the window triples, and one batch (its gathered fields,
-    positions and rows, counted twice for the temporaries of the gather)."""
+    """Bytes on the device: every field, `valid`, `rows`, the window triples and an epoch's permutation, and one
+    batch (its gathered fields, positions and rows, counted twice for the temporaries of the gather)."""
     frame = sum(int(np.prod(values.shape[1:], dtype=np.int64)) * stored_dtype(values, dtype).itemsize
                 for values in table.arrays.values()) + 1 + INDEX_BYTES
     steps = windows.seq_len if windows else 1
     batch = min(batch_size, max(samples, 1)) * steps * (frame + INDEX_BYTES) * 2
-    return len(table) * frame + samples * 3 * INDEX_BYTES + batch
+    return len(table) * frame + samples * 4 * INDEX_BYTES + batch
 
 
 def free_bytes(device: torch.device) -> int:
@@ -69,7 +69,9 @@ class GPULoader:
                 f"{len(table.arrays)} fields, batch {batch_size}) but {available / 2**30:.2f} GiB is available: "
                 "use dtype=torch.bfloat16, fewer fields, a smaller batch_size, or the DataLoader (WindowDataset)")
         move = lambda values: torch.from_numpy(np.ascontiguousarray(values)).to(self.device)  # noqa: E731
-        self.arrays = {name: move(values).to(stored_dtype(values, dtype)) for name, values in table.arrays.items()}
+        # Cast on the host, so the device never holds a float32 copy of a bf16 split.
+        self.arrays = {name: torch.from_numpy(np.ascontiguousarray(values)).to(stored_dtype(values, dtype)).to(self.device)
+                       for name, values in table.arrays.items()}
         self.valid, self.rows = move(table.valid), move(table.rows)
         self.anchor, self.first, self.end = move(anchor), move(first), move(end)
         spec = windows or Windows(1)
