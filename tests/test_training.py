@@ -39,6 +39,7 @@ def demo_split(tmp_path_factory: pytest.TempPathFactory) -> Path:
     launch("depth.py", *run, "shards=2", "cluster=local", f"stage.depth.model={depth}", f"stage.pose.config={RTMPOSE_T}",
            demo_root=folder / "demo")
     launch("merge.py", *run, demo_root=folder / "demo")
+    launch("merge.py", *run, "format=hdf5", demo_root=folder / "demo")
     return folder / "run" / "merged" / "demo_xycd.npz"
 
 
@@ -100,6 +101,40 @@ def test_every_sample_equals_the_file_rows_in_both_loaders(demo_split: Path) -> 
     half = next(iter(GPULoader(table, windows, batch_size=4, device="cpu")))
     assert half["predicted_keypoints"].dtype == torch.bfloat16 and half["image_size"].dtype == torch.int32
     assert half["valid"].dtype == torch.bool
+
+
+def test_hdf5_split_gives_the_npz_samples(demo_split: Path) -> None:
+    windows = Windows(5, pad=True, target="middle")
+    from_npz = WindowDataset(merged_split(demo_split, FIELDS, pattern=H36MAnnotation.pattern), windows)
+    from_h5 = WindowDataset(merged_split(demo_split.with_suffix(".h5"), FIELDS, pattern=H36MAnnotation.pattern), windows)
+    assert len(from_npz) == len(from_h5)
+    for a, b in zip(from_npz, from_h5):
+        assert a.keys() == b.keys()
+        for name in a:
+            torch.testing.assert_close(a[name], b[name], rtol=0, atol=0)
+
+
+def test_root_comes_from_the_files_joint_names(demo_split: Path, tmp_path: Path) -> None:
+    from mmpose.datasets import Human36mDataset  # noqa: F401  (MMPose's H36M names, as merged files carry them)
+    from mmengine.config import Config
+
+    names = [Config.fromfile(_h36m_meta())["dataset_info"]["keypoint_info"][i]["name"] for i in range(17)]
+    arrays = read_npz(demo_split)
+    order = [*range(1, 15), 0, 15, 16]  # the root moved to index 14, as in MPI order
+    arrays["S"] = arrays["S"][:, order]
+    arrays["joint_names"] = np.array([names[i] for i in order])
+    path = tmp_path / "demo_xycd.npz"
+    np.savez(path, **arrays)
+    relative = merged_split(path, ("S",), pattern=H36MAnnotation.pattern).arrays["S"]
+    assert not relative[:, 14, :3].any() and relative[:, 0, :3].any()
+    unnamed = merged_split(path, ("S",), pattern=H36MAnnotation.pattern, root_index=3)  # names win over root_index
+    np.testing.assert_array_equal(unnamed.arrays["S"], relative)
+
+
+def _h36m_meta() -> str:
+    import mmpose
+
+    return str(Path(mmpose.__file__).parent / ".mim/configs/_base_/datasets/h36m.py")
 
 
 def test_invalid_rows_are_dropped_or_masked(demo_split: Path, tmp_path: Path) -> None:

@@ -60,7 +60,7 @@ def read_arrays(path: Path) -> tuple[dict[str, np.ndarray], dict[str, object]]:
 
 
 def _attribute(value: object) -> object:
-    if isinstance(value, str) and value[:1] in "[{":
+    if isinstance(value, str) and value[:1] in ("[", "{"):
         return json.loads(value)
     return value.tolist() if isinstance(value, np.ndarray) else value
 
