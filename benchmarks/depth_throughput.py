@@ -39,7 +39,7 @@ from shardprep.runtime.build import build_stage
 from shardprep.runtime.config import load_config
 from shardprep.runtime.npz import write_npz
 from shardprep.runtime.run_folder import RunFolder
-from shardprep.runtime.worker import processed_batches
+from shardprep.runtime.worker import batch_plan, processed_batches
 from shardprep.stages.depth.geometry import depth_input_size
 from shardprep.stages.depth.keypoints import coco_to_h36m
 from shardprep.stages.depth.models import IMAGENET_MEAN, IMAGENET_STD
@@ -145,7 +145,8 @@ def staged(stage, dataset: MMPoseDataset, items, run_dir: Path) -> float:
     missing = {item.id: frozenset({"depth"}) for item in items}
     synchronize(stage.models.device)
     start = time.perf_counter()
-    for outcomes in processed_batches(stage, dataset, items, missing, store):
+    batches = batch_plan(items, items, stage.batch_size, stage.fixed_batches)
+    for outcomes in processed_batches(stage, dataset, batches, missing, store, set(missing)):
         for work, error in outcomes:
             if error is not None:
                 raise error

@@ -12,6 +12,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+import json
+import sys
+
 import numpy as np
 
 from shardprep import __version__
@@ -22,6 +25,7 @@ from shardprep.merge import hdf5, xycd
 from shardprep.merge.job import MergeJob
 from shardprep.merge.reader import MISSING, OK, REASONS, Checkpoints, read_all, spec_of
 from shardprep.runtime.errors import ConfigError
+from shardprep.runtime.progress import producing_environments
 from shardprep.runtime.store import FINGERPRINT_KEY
 
 FORMATS = ("xycd", "hdf5")
@@ -73,16 +77,18 @@ class RowMerge:
         if self.valid_from:
             valid &= arrays[self.valid_from].astype(bool)
         written = []
+        made_by = provenance(job)
         for split, table in tables.items():
             rows = row_positions(items, split, len(table["imgname"]))
             merged = {**table, **{name: arrays[key][rows] for key, name in self.fields.items()}, "valid": valid[rows]}
             stem = merged_stem(dataset.name, self.prefix, split)
             if form == "hdf5":
-                attributes = run_attributes(job, split, merged["valid"])
+                attributes = {**run_attributes(job, split, merged["valid"]), **made_by}
                 written.append(hdf5.write(job.out_dir / f"{stem}.h5", merged, attributes))
             else:
                 # The run's fingerprint travels in the file (HDF5: in its attributes), so a file says which run made it.
                 merged[FINGERPRINT_KEY] = np.array(job.manifest.fingerprint)
+                merged.update({key: np.array(json.dumps(value, sort_keys=True)) for key, value in made_by.items()})
                 written.extend(xycd.write(job.out_dir, stem, merged, self.dets))
         return written
 
@@ -124,6 +130,16 @@ def run_attributes(job: MergeJob, split: str, valid: np.ndarray) -> dict[str, ob
         "valid_count": int(valid.sum()),
         "shardprep_version": __version__,
     }
+
+
+def provenance(job: MergeJob) -> dict[str, object]:
+    """The environments (device, driver, library versions) whose attempts wrote the checkpoints, when the stage
+    reports them; more than one means the files mix outputs of different hardware or software, and is said."""
+    found = producing_environments(job.folder.progress(shard) for shard in range(job.manifest.shards))
+    if len(found) > 1:
+        print(f"merge: the checkpoints of {job.run_dir} were made in {len(found)} environments (device or library "
+              "versions differ): the merged files record them all under 'environments'", file=sys.stderr)
+    return {"environments": sorted(found, key=lambda e: json.dumps(e, sort_keys=True))} if found else {}
 
 
 def _refuse_incomplete(job: MergeJob, items: Sequence[Item], checkpoints: Checkpoints, status: np.ndarray) -> None:
