@@ -39,7 +39,7 @@ from shardprep.runtime.build import build_stage
 from shardprep.runtime.config import load_config
 from shardprep.runtime.npz import write_npz
 from shardprep.runtime.run_folder import RunFolder
-from shardprep.runtime.worker import processed_batches
+from shardprep.runtime.worker import batch_plan, processed_batches
 from shardprep.stages.depth.geometry import depth_input_size
 from shardprep.stages.depth.keypoints import coco_to_h36m
 from shardprep.stages.depth.models import IMAGENET_MEAN, IMAGENET_STD
@@ -145,7 +145,8 @@ def staged(stage, dataset: MMPoseDataset, items, run_dir: Path) -> float:
     missing = {item.id: frozenset({"depth"}) for item in items}
     synchronize(stage.models.device)
     start = time.perf_counter()
-    for outcomes in processed_batches(stage, dataset, items, missing, store):
+    batches = batch_plan(items, items, stage.batch_size, stage.fixed_batches)
+    for outcomes in processed_batches(stage, dataset, batches, missing, store, set(missing)):
         for work, error in outcomes:
             if error is not None:
                 raise error
@@ -203,15 +204,106 @@ def rate(run, device: torch.device) -> float:
     return repeats / (time.perf_counter() - start)
 
 
-def stage_config(folder: Path, size: str, args: argparse.Namespace, precision: str, compile_depth: str) -> dict:
+def stage_config(folder: Path, size: str, args: argparse.Namespace, precision: str, compile_depth: str,
+                 deterministic: bool = True) -> dict:
     return load_config([
         "stage=depth", f"stage.detector.config={DETECTOR}",
         f"stage.detector.checkpoint={rtmdet_checkpoint(folder / 'rtmdet-m.pth', DETECTOR)}",
         "stage.detector.score_threshold=0.0", f"stage.pose.config={POSE}", "stage.pose.checkpoint=null",
         f"stage.depth.model=random:{size}", f"stage.batch_size={args.batch}", f"stage.depth.batch_size={args.batch}",
         f"stage.read_workers={args.read_workers}", f"stage.device={args.device}", f"stage.precision={precision}",
-        f"stage.depth.compile={compile_depth}",
+        f"stage.depth.compile={compile_depth}", f"stage.deterministic={str(deterministic).lower()}",
     ])
+
+
+def parts(stage, dataset: MMPoseDataset, items, batch: int) -> dict[str, float]:
+    """ms per batch of each part alone (synchronised, median of 5): CPU decode (PIL, read-ahead threads), nvJPEG
+    decode of the same files, upload, detector, crops + RTMPose + SimCC, depth, run_frames, the worker loop."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from shardprep.stages.depth.pipeline import choose_boxes, estimate_keypoints, frame_depths, run_frames
+
+    models, device = stage.models, stage.models.device
+    chosen = items[:batch]
+    paths = [dataset.image_path(str(dataset.arrays["imgname"][item.index])) for item in chosen]
+    with ThreadPoolExecutor(stage.read_workers) as pool:
+        payloads = list(pool.map(dataset.read, chosen))
+    images = [payload["image"] for payload in payloads]
+    annotated = [payload.get("bbox_gt") for payload in payloads]
+    flags = [False] * len(images)
+    frames = [torch.from_numpy(np.ascontiguousarray(image)).to(device).permute(2, 0, 1) for image in images]
+    boxes = choose_boxes(models, frames, annotated, flags)
+    poses = estimate_keypoints(frames, boxes, models.pose, models.pose_batch)
+
+    def timed(run) -> float:
+        times = []
+        for _ in range(6):
+            synchronize(device)
+            begin = time.perf_counter()
+            run()
+            synchronize(device)
+            times.append(time.perf_counter() - begin)
+        return 1e3 * float(np.median(times[1:]))
+
+    def read_all() -> None:
+        with ThreadPoolExecutor(stage.read_workers) as pool:
+            list(pool.map(dataset.read, chosen))
+
+    out = {"decode_cpu": timed(read_all)}
+    if device.type == "cuda":
+        from torchvision.io import decode_jpeg, read_file
+
+        out["decode_nvjpeg"] = timed(lambda: decode_jpeg([read_file(str(path)) for path in paths], device="cuda"))
+    out |= {
+        "upload": timed(lambda: [torch.from_numpy(np.ascontiguousarray(i)).to(device) for i in images]),
+        "detector": timed(lambda: choose_boxes(models, frames, annotated, flags)),
+        "crops_pose_simcc": timed(lambda: estimate_keypoints(frames, boxes, models.pose, models.pose_batch)),
+        "depth_sampling": timed(lambda: frame_depths(models, frames, poses, stage.radius)),
+        "run_frames": timed(lambda: run_frames(models, images, annotated, stage.radius, flags)),
+    }
+    return out
+
+
+def gpu_busy(stage, dataset: MMPoseDataset, items, run_dir: Path) -> float:
+    """Kernel time over wall time of the worker loop on `items` (the union of CUDA kernel intervals from the torch
+    profiler); NaN where the profiler records no kernels (no CUPTI)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        wall = staged(stage, dataset, items, run_dir)
+    spans = sorted((e.time_range.start, e.time_range.end) for e in prof.events()
+                   if e.device_type == torch.autograd.DeviceType.CUDA and e.time_range.end > e.time_range.start)
+    if not spans:
+        return float("nan")
+    busy, (start, end) = 0.0, spans[0]
+    for begin, finish in spans[1:]:
+        if begin > end:
+            busy, start, end = busy + end - start, begin, finish
+        else:
+            end = max(end, finish)
+    busy += end - start
+    return busy / 1e6 / wall
+
+
+def same_bytes_across_plans(stage, dataset: MMPoseDataset, items, folder: Path) -> bool:
+    """The loop over `items` as one shard, and as three shards run last to first with a third of the files deleted
+    and redone: every array of every frame bit-identical."""
+    from shardprep.runtime.sharding import plan_shards
+
+    one = folder / "plan-one"
+    staged(stage, dataset, items, one)
+    three = folder / "plan-three"
+    for start, end in reversed(plan_shards(items, 3, group=stage.batch_size)):
+        staged(stage, dataset, items[start:end], three)
+    written = sorted(RunFolder(three).shard_folder(0).glob("*.npz"))
+    for path in written[::3]:
+        path.unlink()
+    staged(stage, dataset, items, three)
+    for path in sorted(RunFolder(one).shard_folder(0).glob("*.npz")):
+        with np.load(path) as a, np.load(RunFolder(three).shard_folder(0) / path.name) as b:
+            if any(not np.array_equal(a[key], b[key]) for key in a.files):
+                return False
+    return True
 
 
 def main() -> None:
@@ -247,7 +339,16 @@ def main() -> None:
             stage_s = staged(stage, dataset, items, folder / f"stage-{size}")
             stage_mem = peak_memory_gib(device)
             gflop, eager_fps, alone_fps = depth_alone(stage, args.batch)
+            part_ms = parts(stage, dataset, items, args.batch)
+            busy = gpu_busy(stage, dataset, items[:8 * args.batch], folder / f"busy-{size}")
+            plans_equal = same_bytes_across_plans(stage, dataset, items[:6 * args.batch], folder / f"plans-{size}")
             del stage
+            # The same, autotuned (stage.deterministic=false): what determinism costs.
+            tuned = build_stage(stage_config(folder, size, args, "bf16", "auto", deterministic=False))
+            tuned.setup()
+            staged(tuned, dataset, items[:2 * args.batch], folder / f"warm-tuned-{size}")
+            tuned_s = staged(tuned, dataset, items, folder / f"tuned-{size}")
+            del tuned
             # The same frames through the stage at fp32, eager: the pipeline's own agreement with the naive way,
             # which bf16 blurs (random weights make RTMPose's SimCC maxima flat, so bf16 moves keypoints far).
             check = build_stage(stage_config(folder, size, args, "fp32", "false"))
@@ -265,6 +366,9 @@ def main() -> None:
                 "stage_depth_flop_fraction": gflop * stage_fps / 1e3 / peak,
                 "bf16": agreement(naive_dir, RunFolder(folder / f"stage-{size}").shard_folder(0)),
                 "fp32": agreement(naive_dir, RunFolder(folder / f"fp32-{size}").shard_folder(0)),
+                "parts_ms_per_batch": part_ms, "loop_ms_per_batch": 1e3 * stage_s / (args.frames / args.batch),
+                "gpu_busy": busy, "plans_bit_identical": plans_equal, "autotuned_fps": args.frames / tuned_s,
+                "cpus": len(os.sched_getaffinity(0)),
                 "frames": args.frames, "naive_frames": args.naive_frames, "batch": args.batch,
                 "gpu": torch.cuda.get_device_name() if device.type == "cuda" else "cpu", "torch": torch.__version__,
             })
@@ -282,6 +386,11 @@ def main() -> None:
               f"{row['naive_peak_gib']:10.2f} {row['stage_peak_gib']:10.2f} {row['stage_warmup_s']:9.1f} "
               f"{row['depth_gflop_per_frame']:8.0f} {row['depth_eager_fps']:12.1f} {row['depth_alone_fps']:12.1f} "
               f"{100 * row['depth_alone_flop_fraction']:5.0f}% {100 * row['stage_depth_flop_fraction']:13.0f}%")
+        print(f"{'':>6} {row['cpus']} CPUs; ms per batch of {row['batch']}: " + ", ".join(
+            f"{name} {ms:.1f}" for name, ms in row["parts_ms_per_batch"].items()) +
+            f"; loop {row['loop_ms_per_batch']:.1f}; GPU busy {100 * row['gpu_busy']:.0f}% of the loop")
+        print(f"{'':>6} deterministic {row['stage_fps']:.1f} f/s vs autotuned {row['autotuned_fps']:.1f} f/s; "
+              f"1 shard vs 3 shards + a third redone bit-identical: {row['plans_bit_identical']}")
         for precision in ("fp32", "bf16"):
             check = row[precision]
             print(f"{'':>6} stage at {precision} vs naive on {check['frames_detected_by_both']} frames: median "

@@ -13,6 +13,9 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
+import json
+import sys
+
 import numpy as np
 
 from shardprep import __version__
@@ -24,6 +27,7 @@ from shardprep.merge import hdf5, xycd
 from shardprep.merge.job import MergeJob
 from shardprep.merge.reader import MISSING, OK, REASONS, Checkpoints, read_all, spec_of
 from shardprep.runtime.errors import ConfigError
+from shardprep.runtime.progress import producing_environments
 from shardprep.runtime.store import FINGERPRINT_KEY
 
 FORMATS = ("xycd", "hdf5")
@@ -86,6 +90,7 @@ class RowMerge:
         metadata = {"joint_names": list(names), "units": {**UNITS, **self.units}}
         drop = bool(job.config.get("drop_invalid", False))
         written = []
+        made_by = provenance(job)
         for split, table in tables.items():
             rows = row_positions(items, split, len(table["imgname"]))
             merged = {**table, **{name: arrays[key][rows] for key, name in self.fields.items()}, "valid": valid[rows]}
@@ -94,13 +99,14 @@ class RowMerge:
                 merged = {key: array[merged["valid"]] for key, array in merged.items()}
             stem = merged_stem(dataset.name, self.prefix, split)
             if form == "hdf5":
-                attributes = {**run_attributes(job, split, merged["valid"]), **metadata}
+                attributes = {**run_attributes(job, split, merged["valid"]), **metadata, **made_by}
                 written.append(hdf5.write(job.out_dir / f"{stem}.h5", merged, attributes))
             else:
                 # The run's fingerprint travels in the file (HDF5: in its attributes), so a file says which run made it.
                 merged[FINGERPRINT_KEY] = np.array(job.manifest.fingerprint)
                 merged["joint_names"] = np.array(names)
                 merged["units"] = np.array(json.dumps(metadata["units"], sort_keys=True))
+                merged.update({key: np.array(json.dumps(value, sort_keys=True)) for key, value in made_by.items()})
                 written.extend(xycd.write(job.out_dir, stem, merged, self.dets))
         return written
 
@@ -171,6 +177,16 @@ def run_attributes(job: MergeJob, split: str, valid: np.ndarray) -> dict[str, ob
         "valid_count": int(valid.sum()),
         "shardprep_version": __version__,
     }
+
+
+def provenance(job: MergeJob) -> dict[str, object]:
+    """The environments (device, driver, library versions) whose attempts wrote the checkpoints, when the stage
+    reports them; more than one means the files mix outputs of different hardware or software, and is said."""
+    found = producing_environments(job.folder.progress(shard) for shard in range(job.manifest.shards))
+    if len(found) > 1:
+        print(f"merge: the checkpoints of {job.run_dir} were made in {len(found)} environments (device or library "
+              "versions differ): the merged files record them all under 'environments'", file=sys.stderr)
+    return {"environments": sorted(found, key=lambda e: json.dumps(e, sort_keys=True))} if found else {}
 
 
 def _refuse_incomplete(job: MergeJob, items: Sequence[Item], checkpoints: Checkpoints, status: np.ndarray) -> None:

@@ -11,6 +11,7 @@ import logging
 import os
 import socket
 import time
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,6 +44,8 @@ class Attempt:
     failed: int = 0
     state: str = "running"
     updated: float = 0.0
+    # Stage.environment() of the process (device model, driver, library versions): what made this attempt's files.
+    environment: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -89,3 +92,15 @@ class ShardProgress:
         if self.attempts:
             self.attempts[-1].updated = time.time()
         write_json(self.path, {"shard": self.shard, "attempts": [asdict(a) for a in self.attempts]})
+
+
+def producing_environments(progresses: Iterable[ShardProgress]) -> list[dict[str, str]]:
+    """The distinct environments of the attempts that wrote files, in order of first use."""
+    found: list[dict[str, str]] = []
+    for progress in progresses:
+        for attempt in progress.attempts:
+            # A killed attempt stays "running" on disk, its last count possibly unsaved: it may have written files.
+            wrote = attempt.processed or attempt.state == "running"
+            if wrote and attempt.environment and attempt.environment not in found:
+                found.append(attempt.environment)
+    return found

@@ -73,8 +73,8 @@ def prepare(config: dict[str, Any]) -> Launch:
     duplicates = len(items) - len({item.id for item in items})
     if duplicates:
         raise ConfigError(f"dataset {dataset.name!r} has {duplicates} duplicate item ids: fix the adapter's id rule")
-    plan = plan_shards(items, shards)
     stage = build_stage(config)
+    plan = plan_shards(items, shards, group=stage.batch_size if stage.fixed_batches else 1)
     stage.validate()
     digest = items_digest(items)
     run_fingerprint = fingerprint(config["stage"], [*stage.fingerprint_files(), *dataset.fingerprint_files()], digest,

@@ -18,16 +18,23 @@ from shardprep.runtime.errors import ConfigError
 Plan = list[tuple[int, int]]  # per shard: [start, end) into the item list
 
 
-def plan_shards(items: Sequence[Item], shards: int, snap_tolerance: float = 0.25) -> Plan:
+def plan_shards(items: Sequence[Item], shards: int, snap_tolerance: float = 0.25, group: int = 1) -> Plan:
     """Cut `items` into `shards` non-empty contiguous ranges balanced by `Item.weight`.
 
     `snap_tolerance` is how far (as a fraction of one shard's ideal weight) a cut may move to land on a sequence
-    boundary.
+    boundary. With `group` > 1 every cut falls on a multiple of `group` (the fixed batches of a stage whose results
+    depend on what shares a batch: no batch is ever split between shards).
     """
     if shards < 1:
         raise ConfigError(f"shards={shards}: need at least 1 shard")
     if shards > len(items):
         raise ConfigError(f"shards={shards} but the dataset has only {len(items)} items: use shards<={len(items)}")
+    if group > 1:
+        batches = -(-len(items) // group)
+        if shards > batches:
+            raise ConfigError(f"shards={shards} but the {len(items)} items make only {batches} batches of {group} "
+                              f"(the stage's batch_size), and a batch is never split: use shards<={batches}")
+        return _grouped(plan_shards(_group_items(items, group), shards, snap_tolerance), group, len(items))
     cumulative = [0, *accumulate(max(1, item.weight) for item in items)]
     total = cumulative[-1]
     boundaries = [i for i in range(1, len(items)) if items[i].sequence != items[i - 1].sequence]
@@ -60,3 +67,17 @@ def _nearest_boundary(boundaries: list[int], cumulative: list[int], target: floa
     candidates = [boundaries[i] for i in (j - 1, j) if 0 <= i < len(boundaries)]
     best = min(candidates, key=lambda b: abs(cumulative[b] - target))
     return best if abs(cumulative[best] - target) <= tolerance else None
+
+
+def _group_items(items: Sequence[Item], group: int) -> list[Item]:
+    """One stand-in item per group of `group` consecutive items: their summed weight, the sequence of the first."""
+    stand_ins = []
+    for start in range(0, len(items), group):
+        members = items[start:start + group]
+        weight = sum(max(1, item.weight) for item in members)
+        stand_ins.append(Item(id=members[0].id, sequence=members[0].sequence, weight=weight))
+    return stand_ins
+
+
+def _grouped(plan: Plan, group: int, count: int) -> Plan:
+    return [(start * group, min(end * group, count)) for start, end in plan]

@@ -13,6 +13,7 @@ from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,7 @@ from tqdm import tqdm
 
 from shardprep.datasets.base import Dataset, Item
 from shardprep.runtime.build import build_stage
-from shardprep.runtime.progress import current_job
+from shardprep.runtime.progress import current_job, producing_environments
 from shardprep.runtime.run_folder import RunFolder
 from shardprep.runtime.store import ShardStore
 from shardprep.stages.base import ItemResult, Stage, Work
@@ -61,6 +62,7 @@ def run_shard(run_dir: Path, shard: int) -> ShardReport:
     attempts = store.attempts()
     max_attempts = int(config["max_attempts"])
     todo = [item for item in shard_items if item.id in missing and attempts[item.id] < max_attempts]
+    batches = batch_plan(shard_items, todo, stage.batch_size, stage.fixed_batches)
 
     progress = folder.progress(shard)
     attempt = progress.start(
@@ -71,10 +73,13 @@ def run_shard(run_dir: Path, shard: int) -> ShardReport:
              len(shard_items) - len(missing), invalid, len(todo))
     if todo:
         stage.setup()
+        attempt.environment = stage.environment()
+        _say_if_environment_differs(folder, manifest.shards, shard, attempt.environment)
+        progress.save()
     last_save = time.monotonic()
     job = current_job()
     with tqdm(total=len(todo), desc=f"shard {shard}", file=sys.stderr, mininterval=10) as bar:
-        for outcomes in processed_batches(stage, dataset, todo, missing, store):
+        for outcomes in processed_batches(stage, dataset, batches, missing, store, {item.id for item in todo}):
             for work, error in outcomes:
                 if error is None:
                     attempt.processed += 1
@@ -93,26 +98,57 @@ def run_shard(run_dir: Path, shard: int) -> ShardReport:
     return ShardReport(shard, len(shard_items), attempt.processed, attempt.failed, remaining)
 
 
+def _say_if_environment_differs(folder: RunFolder, shards: int, shard: int, environment: dict[str, str]) -> None:
+    """One line when this task's environment is not the one that made the run's files so far: on other hardware or
+    software the same inputs can give other bits, so a resumed or partly redone run would mix them."""
+    for earlier in producing_environments(folder.progress(other) for other in range(shards)):
+        changed = sorted(key for key in {*earlier, *environment} if earlier.get(key) != environment.get(key))
+        if changed:
+            log.warning("shard %d: this task's %s differs from that of earlier outputs of this run (%s): its files "
+                        "may differ bitwise from theirs; the merged files' provenance lists both", shard,
+                        ", ".join(changed),
+                        "; ".join(f"{key} {earlier.get(key, '-')} -> {environment.get(key, '-')}" for key in changed))
+            return
+
+
+def batch_plan(shard_items: Sequence[Item], todo: Sequence[Item], size: int, fixed: bool) -> list[list[Item]]:
+    """The batches that bring the shard's `todo` items up to date.
+
+    With `fixed` batches (Stage.fixed_batches) they are the groups of `size` consecutive items of the shard, whose
+    first item starts one (the plan cuts at group boundaries), so a group is the same whatever the shard count:
+    every group holding a todo item is processed whole. Otherwise the todo items are batched as they come.
+    """
+    if not fixed:
+        return [list(todo[i:i + size]) for i in range(0, len(todo), size)]
+    wanted = {item.id for item in todo}
+    groups = [list(shard_items[i:i + size]) for i in range(0, len(shard_items), size)]
+    return [group for group in groups if any(item.id in wanted for item in group)]
+
+
 # An item and what became of it: None when its outputs are written, else the error of its processing or writing.
 Outcome = tuple[Work | ReadFailure, BaseException | None]
 
 
-def processed_batches(stage: Stage, dataset: Dataset, items: Sequence[Item], missing: dict[str, frozenset[str]],
-                      store: ShardStore) -> Iterator[list[Outcome]]:
-    """Read, process and write `items`; yield each batch's outcomes (None, or the item's error) once written.
+def processed_batches(stage: Stage, dataset: Dataset, batches: Sequence[Sequence[Item]],
+                      missing: dict[str, frozenset[str]], store: ShardStore,
+                      write: set[str]) -> Iterator[list[Outcome]]:
+    """Read and process `batches`, write the results of the items in `write` (the others of a fixed batch are
+    there for its composition only); yield each batch's outcomes of those items (None, or the item's error) once
+    written.
 
     One batch is written in a background thread while the next is processed: writing and validating an item's
     outputs can cost a good part of processing it (a fifth of a GPU stage's time per item in its benchmark, the
     GPU idle meanwhile). A kill loses at most the batch being processed and the one being written.
     """
+    items = [item for batch in batches for item in batch]
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="write") as writer:
         writing: Future[list[Outcome]] | None = None
-        for batch in _batches(_read_ahead(dataset, items, missing, stage.read_workers, stage.batch_size),
-                             stage.batch_size):
+        works = _read_ahead(dataset, items, missing, stage.read_workers, stage.batch_size)
+        for batch in _batches(works, [len(batch) for batch in batches]):
             results = _process(stage, batch)
             if writing is not None:
                 yield writing.result()
-            writing = writer.submit(_write_batch, store, batch, results)
+            writing = writer.submit(_write_batch, store, batch, results, write)
         if writing is not None:
             yield writing.result()
 
@@ -135,31 +171,34 @@ def _read_ahead(
             if next_item is not None:
                 pending.append((next_item, pool.submit(dataset.read, next_item)))
             try:
-                yield Work(item, future.result(), missing[item.id])
+                yield Work(item, future.result(), missing.get(item.id, frozenset()))
             except Exception as error:  # an unreadable item is recorded, the shard goes on
                 yield ReadFailure(item, error)
 
 
-def _batches(works: Iterable[Work | ReadFailure], size: int) -> Iterator[list[Work] | list[ReadFailure]]:
-    """Group readable items into batches; an unreadable one goes through alone so its error gets recorded."""
-    batch: list[Work] = []
-    for work in works:
-        if isinstance(work, ReadFailure):
-            yield [work]
-            continue
-        batch.append(work)
-        if len(batch) == size:
+def _batches(works: Iterable[Work | ReadFailure], sizes: Sequence[int]) -> Iterator[list[Work] | list[ReadFailure]]:
+    """Cut the stream of items into batches of `sizes`; an unreadable item goes through alone so its error gets
+    recorded, and its batch is one item shorter."""
+    stream = iter(works)
+    for size in sizes:
+        batch: list[Work] = []
+        for work in islice(stream, size):
+            if isinstance(work, ReadFailure):
+                yield [work]
+            else:
+                batch.append(work)
+        if batch:
             yield batch
-            batch = []
-    if batch:
-        yield batch
 
 
 def _write_batch(store: ShardStore, batch: Sequence[Work | ReadFailure],
-                 results: Sequence[ItemResult | BaseException]) -> list[Outcome]:
-    """Write each successful result; every item's outcome (None, or the error of its processing or writing)."""
+                 results: Sequence[ItemResult | BaseException], write: set[str]) -> list[Outcome]:
+    """Write each successful result of the items in `write`; their outcomes (None, or the error of their processing
+    or writing)."""
     outcomes: list[Outcome] = []
     for work, result in zip(batch, results):
+        if work.item.id not in write:
+            continue
         if isinstance(result, BaseException):
             outcomes.append((work, result))
             continue

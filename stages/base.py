@@ -35,6 +35,11 @@ class Stage(ABC):
     heavy work (loading models) happens in `setup`, once per task."""
 
     outputs: Sequence[Output] = ()
+    # True: batches are the fixed groups of `batch_size` consecutive items of the dataset's order (the last one
+    # shorter), whatever the shard plan or whatever a resume redoes (a resume reprocesses a group's done items too and
+    # writes only the missing ones). For stages whose results depend on what shares a batch (batched GPU kernels,
+    # kernel choice per batch shape): their bytes then depend on the items only.
+    fixed_batches: bool = False
 
     def __init__(self, name: str, batch_size: int = 1, read_workers: int = 4) -> None:
         self.name = name
@@ -55,6 +60,11 @@ class Stage(ABC):
 
     def setup(self) -> None:
         """Load models and other per-task state."""
+
+    def environment(self) -> dict[str, str]:
+        """What, besides the fingerprint, decides the output bytes in this process (device model, driver, library
+        versions): recorded per attempt, so a resume elsewhere is noticed and a merge can say what made its files."""
+        return {}
 
     @abstractmethod
     def process(self, batch: Sequence[Work]) -> list[ItemResult | BaseException]:

@@ -50,3 +50,22 @@ def test_plan_is_deterministic() -> None:
 def test_impossible_shard_counts_are_config_errors(shards: int) -> None:
     with pytest.raises(ConfigError):
         plan_shards(frames([7]), shards)
+
+
+def test_grouped_plan_cuts_only_at_batch_boundaries_and_refuses_more_shards_than_batches() -> None:
+    from shardprep.runtime.worker import batch_plan
+
+    items = [Item(f"f{i:03d}", sequence=f"s{i // 7}") for i in range(50)]
+    for shards in (1, 2, 3, 5, 13):
+        plan = plan_shards(items, shards, group=4)
+        assert plan[0][0] == 0 and plan[-1][1] == 50 and len(plan) == shards
+        assert all(start % 4 == 0 and start < end for start, end in plan)
+        assert all(a[1] == b[0] for a, b in zip(plan, plan[1:]))
+    with pytest.raises(ConfigError, match="only 13 batches of 4"):
+        plan_shards(items, 14, group=4)
+    # A resume redoes every fixed batch that holds a missing item, whole; the batches are those of the item order.
+    start, end = plan_shards(items, 3, group=4)[1]
+    shard = items[start:end]
+    todo = [shard[1], shard[9]]
+    assert batch_plan(shard, todo, 4, fixed=True) == [shard[0:4], shard[8:12]]
+    assert batch_plan(shard, todo, 4, fixed=False) == [todo]

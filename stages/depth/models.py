@@ -1,8 +1,9 @@
 """The three models behind the depth stage, loaded through their own APIs and run on batches.
 
 RTMDet and RTMPose load with mmdet's `init_detector` / mmpose's `init_model` from config files (the configs ship
-inside the wheels: `mmdet::rtmdet/...`, `mmpose::body_2d_keypoint/...`) and a checkpoint, or random weights when the
-checkpoint is None (tests, benchmarks). Depth Anything V2 loads with transformers' `from_pretrained`, offline.
+inside the wheels: `mmdet::rtmdet/...`, `mmpose::body_2d_keypoint/...`) and a checkpoint (the seeded random one of
+random_models.py when the stage's is null: tests, demo, benchmarks). Depth Anything V2 loads with transformers'
+`from_pretrained`, offline.
 
 Each wrapper runs the model's own forward and decoding; only the resampling of its test pipeline is done on the
 device (imageops.py) so frames are uploaded once. The networks run under bf16/fp16 autocast on CUDA when asked; box

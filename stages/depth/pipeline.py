@@ -20,6 +20,7 @@ from shardprep.stages.depth.geometry import TopdownCrop
 from shardprep.stages.depth.imageops import warp_crops
 from shardprep.stages.depth.keypoints import JOINTS, coco_to_h36m
 from shardprep.stages.depth.models import DepthEstimator, Detector, PoseEstimator, chunks
+from shardprep.stages.depth.random_models import model_checkpoint
 from shardprep.stages.depth.sampling import features_at, joint_depths
 from shardprep.stages.depth.selection import select_person
 
@@ -46,22 +47,26 @@ class Models:
 
     @classmethod
     def load(cls, detector: dict[str, Any], pose: dict[str, Any], depth: dict[str, Any], device_name: str,
-             precision: str, features: bool = False) -> Models:
+             precision: str, features: bool = False, deterministic: bool = True) -> Models:
         device = torch.device("cuda" if device_name == "auto" and torch.cuda.is_available() else
                               "cpu" if device_name == "auto" else device_name)
         if device.type == "cuda":
-            torch.backends.cudnn.benchmark = True  # fixed input sizes per model: autotuned convolutions pay off
+            # Autotuning times candidate convolution kernels in each process and may pick another one per process,
+            # hence other bits per shard; deterministic=true takes cuDNN's fixed, deterministic choice instead.
+            torch.backends.cudnn.benchmark = not deterministic
+            torch.backends.cudnn.deterministic = deterministic
         used = [("pose", pose)] if detector["kind"] == "gt" else [("detector", detector), ("pose", pose)]
         for label, part in used:
             if not part.get("checkpoint"):
-                log.warning("stage.%s.checkpoint is null: %s runs with RANDOM weights (tests and benchmarks only)",
-                            label, part["config"])
+                log.warning("stage.%s.checkpoint is null: %s runs with seeded RANDOM weights (tests, demo and "
+                            "benchmarks only)", label, part["config"])
         return cls(
             device=device,
             detector=None if detector["kind"] == "gt" else Detector(
-                resolve_config(detector["config"]), detector.get("checkpoint"), device, precision,
+                resolve_config(detector["config"]), str(model_checkpoint("detector", detector)), device, precision,
                 int(detector.get("person_label", 0)), detector.get("test_cfg")),
-            pose=PoseEstimator(resolve_config(pose["config"]), pose.get("checkpoint"), device, precision, features),
+            pose=PoseEstimator(resolve_config(pose["config"]), str(model_checkpoint("pose", pose)), device, precision,
+                               features),
             depth=DepthEstimator(resolve_depth_model(depth["model"]), device, precision, features,
                                  int(depth.get("batch_size", 16)), compile_depth(depth.get("compile", "auto"), device)),
             score_threshold=float(detector.get("score_threshold", 0.3)),

@@ -1,18 +1,32 @@
-"""Random-weight Depth Anything V2 models, for the demo run on a machine that cannot download weights.
+"""Seeded random-weight models, for the demo and tests on a machine that cannot download weights.
 
 `stage.depth.model=random:small` builds the V2-Small metric architecture (DINOv2 ViT-S/14 backbone, DPT head) with
 seeded random weights, saves it once with `save_pretrained` under the user's cache, and the stage then loads it like
 any other local model with `from_pretrained`: the real loading and inference path, meaningless numbers.
+
+A null RTMDet / RTMPose checkpoint works the same way: the architecture of the config is built once under a fixed
+seed and saved as an mmengine checkpoint named after the config's content, which the stage then loads through
+`init_detector` / `init_model` like a downloaded one. Every process of every run thus holds the same weights (an
+unseeded build differs per process, and so would every shard's outputs), and the file enters the run's fingerprint.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from shardprep.runtime.atomic import create_folder_once
 from shardprep.runtime.errors import ConfigError
+
+if TYPE_CHECKING:
+    import torch
+
+SEED = 0
+CHECKPOINT = "checkpoint.pth"
 
 @dataclass(frozen=True)
 class Architecture:
@@ -64,5 +78,56 @@ def save_random_depth_model(folder: Path, architecture: Architecture, max_depth:
     config = DepthAnythingConfig(backbone_config=backbone, depth_estimation_type="metric", max_depth=max_depth,
                                  reassemble_hidden_size=a.hidden, patch_size=14, neck_hidden_sizes=list(a.neck),
                                  fusion_hidden_size=a.fusion, head_hidden_size=a.head)
-    torch.manual_seed(0)
-    DepthAnythingForDepthEstimation(config).save_pretrained(folder)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(SEED)
+        model = DepthAnythingForDepthEstimation(config)
+    model.save_pretrained(folder)
+
+
+def random_checkpoint(config: Path, build: Callable[[], torch.nn.Module]) -> Path:
+    """An mmengine checkpoint of the model that `build` makes from `config`, with weights drawn under a fixed seed;
+    created on first use in a folder named after the config's content (an edited config gets new weights)."""
+    digest = hashlib.sha256(config.read_bytes()).hexdigest()[:12]
+    folder = cache_dir() / f"{config.stem}-{digest}-random-seed{SEED}"
+    if not (folder / CHECKPOINT).exists():
+        create_folder_once(folder, lambda tmp: _save_checkpoint(tmp / CHECKPOINT, build))
+    return folder / CHECKPOINT
+
+
+def _save_checkpoint(path: Path, build: Callable[[], torch.nn.Module]) -> None:
+    import torch
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(SEED)
+        model = build()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # Tensors only: mmengine's loader reads it with torch.load, whose default (weights_only) refuses anything else.
+    torch.save({"state_dict": {key: value.cpu() for key, value in model.state_dict().items()}}, path)
+    with open(path, "rb") as handle:
+        os.fsync(handle.fileno())
+
+
+def _detector(config: Path) -> torch.nn.Module:
+    from mmdet.apis import init_detector
+
+    return init_detector(str(config), None, device="cpu", cfg_options={"model.backbone.init_cfg": None})
+
+
+def _pose(config: Path) -> torch.nn.Module:
+    from mmpose.apis import init_model
+
+    return init_model(str(config), None, device="cpu")
+
+
+BUILDERS = {"detector": _detector, "pose": _pose}
+
+
+def model_checkpoint(role: str, part: dict[str, Any]) -> Path:
+    """The checkpoint of `stage.<role>` (detector or pose): the configured file, or for a null one the seeded random
+    checkpoint of its config."""
+    from shardprep.stages.depth.files import resolve_config
+
+    if part.get("checkpoint"):
+        return Path(part["checkpoint"]).expanduser()
+    config = resolve_config(part["config"])
+    return random_checkpoint(config, lambda: BUILDERS[role](config))

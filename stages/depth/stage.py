@@ -31,12 +31,17 @@ PRECISIONS = ("bf16", "fp16", "fp32")
 
 
 class DepthStage(Stage):
+    # Batched convolutions and matmuls give bits that depend on the batch (its size picks the kernels, its other
+    # frames nothing, but a shorter batch is another shape): fixed batches make the bytes independent of the plan.
+    fixed_batches = True
+
     def __init__(self, name: str, detector: dict[str, Any], pose: dict[str, Any], depth: dict[str, Any],
                  batch_size: int = 16, read_workers: int = 4, device: str = "auto", precision: str = "bf16",
-                 radius: int = 3, features: bool = False) -> None:
+                 radius: int = 3, features: bool = False, deterministic: bool = True) -> None:
         super().__init__(name, batch_size, read_workers)
         self.detector_cfg, self.pose_cfg, self.depth_cfg = detector, pose, depth
         self.device_name, self.precision, self.radius, self.features = device, precision, radius, features
+        self.deterministic = deterministic
         self.outputs = (ArrayOutput("depth", {**SCHEMA, **(FEATURES if features else {})}),)
         self.models: Any = None
 
@@ -60,12 +65,17 @@ class DepthStage(Stage):
             check_detector_config(resolve_config(self.detector_cfg["config"]))
 
     def fingerprint_files(self) -> list[Path]:
+        from shardprep.stages.depth.random_models import model_checkpoint
+
         files = []
-        parts = [self.pose_cfg] if self.detector_cfg["kind"] == "gt" else [self.detector_cfg, self.pose_cfg]
-        for part in parts:
+        parts = {"pose": self.pose_cfg} if self.detector_cfg["kind"] == "gt" else {
+            "detector": self.detector_cfg, "pose": self.pose_cfg}
+        for role, part in parts.items():
             files.append(resolve_config(part["config"]))
-            if part.get("checkpoint"):
-                files.append(Path(part["checkpoint"]).expanduser())
+            # A null checkpoint is the seeded random one of its config, built here once (the launcher checks files
+            # before submitting) and then only read by every task.
+            if part.get("checkpoint") or resolve_config(part["config"]).is_file():
+                files.append(model_checkpoint(role, part))
         model_dir = resolve_depth_model(self.depth_cfg["model"])
         files += sorted(p for p in model_dir.iterdir() if p.is_file() and p.suffix in (".json", ".safetensors", ".bin"))
         return files
@@ -75,7 +85,12 @@ class DepthStage(Stage):
         from shardprep.stages.depth.pipeline import Models
 
         self.models = Models.load(self.detector_cfg, self.pose_cfg, self.depth_cfg, self.device_name, self.precision,
-                                  self.features)
+                                  self.features, self.deterministic)
+
+    def environment(self) -> dict[str, str]:
+        from shardprep.stages.depth.environment import environment
+
+        return environment(self.models.device)
 
     def process(self, batch: Sequence[Work]) -> list[ItemResult | BaseException]:
         from shardprep.stages.depth.pipeline import run_frames
