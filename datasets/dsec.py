@@ -60,6 +60,8 @@ class DSECDataset(Dataset):
     """`splits` maps a split name to its folder of sequences (relative to `root`), or to {events: ..., images: ...}
     for DSEC's download layout where `train_events/` and `train_images/` are separate folders."""
 
+    gives = frozenset({"clip"})
+
     def __init__(self, name: str, root: str, splits: Mapping[str, str | Mapping[str, str]],
                  durations_ms: list[int], overlap: float = 0.5) -> None:
         super().__init__(name)

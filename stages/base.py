@@ -35,6 +35,8 @@ class Stage(ABC):
     heavy work (loading models) happens in `setup`, once per task."""
 
     outputs: Sequence[Output] = ()
+    # What the payload of an item must carry (matched against `Dataset.gives` before submission), e.g. {"clip"}.
+    needs: frozenset[str] = frozenset()
 
     def __init__(self, name: str, batch_size: int = 1, read_workers: int = 4) -> None:
         self.name = name

@@ -38,6 +38,8 @@ EVENT_ARRAYS = {"x": (None,), "y": (None,), "t": (None,), "p": (None,), "start_u
 
 
 class EventsStage(Stage):
+    needs = frozenset({"clip"})  # DSEC-style clips: events, frames and the window (datasets/dsec.py)
+
     def __init__(self, name: str, batch_size: int = 1, read_workers: int = 2, width: int = 640, height: int = 480,
                  chunk_events: int = 4_000_000, frames_mode: str = "hardlink", fps: float = 20, crf: int = 23,
                  preset: str = "medium") -> None:
