@@ -37,6 +37,9 @@ class Item:
 class Dataset(ABC):
     """A source of items. Subclasses are built from `conf/dataset/*.yaml` through `_target_`."""
 
+    # What its payloads carry beyond an image and its annotation, for stages that declare `Stage.needs`.
+    gives: frozenset[str] = frozenset()
+
     def __init__(self, name: str) -> None:
         self.name = name
 

@@ -78,6 +78,8 @@ class DSECDataset(Dataset):
     keeps them and the merge records their covered span. Either setting reads each sequence's events file at
     enumeration (its table and about one millisecond of events per clip boundary)."""
 
+    gives = frozenset({"clip"})
+
     def __init__(self, name: str, root: str, splits: Mapping[str, str | Mapping[str, str]],
                  durations_ms: list[int], overlap: float = 0.5, empty_clips: str = "keep",
                  partial_clips: str = "keep", rectify: bool = False) -> None:

@@ -11,26 +11,31 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from shardprep.launch.hydra_flags import run_hydra_flags, wants_hydra_flags
 from shardprep.launch.merge_after import MergeAfter
 from shardprep.merge.job import published_report
 from shardprep.runtime.build import build_stage
-from shardprep.runtime.config import load_config
+from shardprep.runtime.config import CONF_DIR, load_config
 from shardprep.runtime.errors import ConfigError
 from shardprep.runtime.executor import resolve_backend
 from shardprep.runtime.run import Launch, Submission, cancel, preflight, prepare, submit, wait
 from shardprep.runtime.run_folder import RunFolder, planned_runs
 from shardprep.runtime.status import (
-    as_json, as_table, gave_up_hint, group_statuses, groups_as_json, groups_as_table, run_status,
+    as_json, as_table, failures, failures_as_text, gave_up_hint, group_statuses, groups_as_json, groups_as_table, run_status,
 )
 
 EXIT_CONFIG = 2
 EXIT_INTERRUPTED = 130
 
 
-def guarded(main: Callable[[Sequence[str]], int]) -> Callable[[Sequence[str] | None], None]:
+def guarded(main: Callable[[Sequence[str]], int], defaults: Sequence[str] = ()
+            ) -> Callable[[Sequence[str] | None], None]:
+    """The script's entry: Hydra's printing flags go to Hydra (launch/hydra_flags.py), everything else to `main`."""
+
     def entry(argv: Sequence[str] | None = None) -> None:
+        args = list(sys.argv[1:] if argv is None else argv)
         try:
-            code = main(sys.argv[1:] if argv is None else argv)
+            code = run_hydra_flags(args, defaults) if wants_hydra_flags(args) else main(args)
         except ConfigError as error:
             print(f"shardprep: error: {error}", file=sys.stderr)
             code = EXIT_CONFIG
@@ -42,8 +47,11 @@ def guarded(main: Callable[[Sequence[str]], int]) -> Callable[[Sequence[str] | N
 def run_stage(stage: str | None) -> Callable[[Sequence[str] | None], None]:
     """The `main` of a stage launcher (`launch/depth.py` is `run_stage("depth")`)."""
 
+    defaults = [f"stage={stage}"] if stage else []
+
     def main(argv: Sequence[str]) -> int:
-        defaults = [f"stage={stage}"] if stage else []
+        if not stage and not any(arg.lstrip("+").startswith("stage=") for arg in argv):
+            raise ConfigError(f"name the stage to run: stage=<{'|'.join(options('stage'))}> (nothing was submitted)")
         config = load_config(argv, defaults=defaults)
         launch = prepare(config)
         for note in launch.notes:
@@ -66,7 +74,11 @@ def run_stage(stage: str | None) -> Callable[[Sequence[str] | None], None]:
         with launch.folder.lock():  # a local run lives in this process: nobody else may launch into it meanwhile
             return interruptible(submission, lambda: finish_local(submission, merge))
 
-    return guarded(main)
+    return guarded(main, defaults)
+
+
+def options(group: str) -> list[str]:
+    return sorted(path.stem for path in (CONF_DIR / group).glob("*.yaml"))
 
 
 def finish_local(submission: Submission, merge: MergeAfter | None) -> int:
@@ -183,6 +195,11 @@ def status_main(argv: Sequence[str]) -> int:
     config = load_config(argv, strict=False)  # only reads a run: model paths the stage config leaves open do not matter
     folder = RunFolder(config["out_dir"])
     manifest = folder.manifest()
+    if config["errors"]:
+        records = failures(folder)
+        print(json.dumps([record.__dict__ for record in records], indent=1) if config["output"] == "json"
+              else failures_as_text(records))
+        return 0
     if config["by"] == "group":
         groups = group_statuses(folder)
         print(json.dumps(groups_as_json(groups), indent=1) if config["output"] == "json" else groups_as_table(groups))

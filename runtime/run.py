@@ -15,7 +15,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import submitit
 
@@ -25,10 +25,15 @@ from shardprep.runtime.errors import ConfigError
 from shardprep.runtime.executor import (
     check_array_size, check_cluster_settings, check_schedulable, make_executor, resolve_backend, submit_array,
 )
+from shardprep.runtime.model_files import check_model_files
 from shardprep.runtime.manifest import Manifest, code_version, fingerprint, items_digest
 from shardprep.runtime.run_folder import RunFolder, UnreadableManifest
 from shardprep.runtime.sharding import plan_shards
 from shardprep.runtime.task import ShardTask
+
+if TYPE_CHECKING:
+    from shardprep.datasets.base import Dataset
+    from shardprep.stages.base import Stage
 
 
 @dataclass
@@ -64,6 +69,8 @@ def prepare(config: dict[str, Any]) -> Launch:
     backend = resolve_backend(config["cluster"])
     check_cluster_settings(config["cluster"])
     dataset = build_dataset(config)
+    stage = build_stage(config)
+    check_payload(stage, dataset)
     dataset.validate()
     resolved = dataset.resolved_settings()
     config["dataset"].update(resolved)  # recorded in the manifest: tasks and merges read the same files
@@ -73,9 +80,9 @@ def prepare(config: dict[str, Any]) -> Launch:
     duplicates = len(items) - len({item.id for item in items})
     if duplicates:
         raise ConfigError(f"dataset {dataset.name!r} has {duplicates} duplicate item ids: fix the adapter's id rule")
-    stage = build_stage(config)
     plan = plan_shards(items, shards, group=stage.batch_size if stage.fixed_batches else 1)
     stage.validate()
+    check_model_files(stage.fingerprint_files())
     digest = items_digest(items)
     run_fingerprint = fingerprint(config["stage"], [*stage.fingerprint_files(), *dataset.fingerprint_files()], digest,
                                   stage.upstream_fingerprints())
@@ -96,6 +103,14 @@ def prepare(config: dict[str, Any]) -> Launch:
     if backend == "slurm":
         preflight(config, shards)
     return launch
+
+
+def check_payload(stage: Stage, dataset: Dataset) -> None:
+    """Refuse a stage whose items need what the dataset does not give (`Stage.needs`, `Dataset.gives`)."""
+    missing = sorted(set(stage.needs) - set(dataset.gives))
+    if missing:
+        raise ConfigError(f"stage {stage.name!r} needs items with {', '.join(missing)}, which dataset {dataset.name!r} "
+                          f"does not give: choose a dataset that does (dataset=<name>)")
 
 
 def preflight(config: dict[str, Any], tasks: int) -> None:

@@ -10,12 +10,14 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
+from datetime import datetime
 from typing import Any
 
 from shardprep.runtime.build import build_dataset, build_stage
 from shardprep.runtime.progress import Attempt
 from shardprep.runtime.run_folder import RunFolder, pid_alive
 from shardprep.runtime.scheduler import final_states, queued_tasks
+from shardprep.runtime.store import ErrorRecord
 
 
 @dataclass
@@ -222,3 +224,39 @@ def format_table(header: Sequence[str], body: Sequence[Sequence[str]]) -> str:
     """Left-aligned columns, two spaces apart."""
     widths = [max(len(row[i]) for row in [header, *body]) for i in range(len(header))]
     return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in [header, *body])
+
+
+def failures(folder: RunFolder) -> list[ErrorRecord]:
+    """The newest failed attempt of each item that is not done, newest first (what `status errors=true` shows)."""
+    manifest = folder.manifest()
+    outputs = build_stage(manifest.config).outputs
+    newest: dict[str, ErrorRecord] = {}
+    for shard in range(len(manifest.plan)):
+        store = folder.store(manifest, shard, outputs)
+        done_ids = _complete_items(store, store.check_folder().valid)
+        for record in store.errors():
+            if record.item not in done_ids and (record.item not in newest or record.time >= newest[record.item].time):
+                newest[record.item] = record
+    return sorted(newest.values(), key=lambda record: record.time, reverse=True)
+
+
+def failures_as_text(records: Sequence[ErrorRecord]) -> str:
+    """Failed items grouped by error, the group whose newest failure is the newest first, each with its items (newest
+    attempt first, local date-time) and the newest traceback, unescaped."""
+    if not records:
+        return "no failed items"
+    groups: dict[str, list[ErrorRecord]] = {}
+    for record in records:  # already newest first, so the groups come out in that order too
+        groups.setdefault(record.error, []).append(record)
+    blocks = [f"{len(records)} failed item(s), {len(groups)} distinct error(s); newest first, times local"]
+    for error, members in groups.items():
+        lines = [f"== {len(members)} item(s): {error}"]
+        lines += [f"  {r.item}  attempt {r.attempt}  {local_time(r.time)}  job {r.job or '-'}" for r in members]
+        lines.append("  newest traceback:")
+        lines += [f"    {line}" for line in members[0].traceback.rstrip().splitlines()]
+        blocks.append("\n".join(lines))
+    return "\n\n".join(blocks)
+
+
+def local_time(seconds: float) -> str:
+    return datetime.fromtimestamp(seconds).astimezone().strftime("%Y-%m-%d %H:%M:%S %Z")

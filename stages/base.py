@@ -40,6 +40,8 @@ class Stage(ABC):
     # writes only the missing ones). For stages whose results depend on what shares a batch (batched GPU kernels,
     # kernel choice per batch shape): their bytes then depend on the items only.
     fixed_batches: bool = False
+    # What the payload of an item must carry (matched against `Dataset.gives` before submission), e.g. {"clip"}.
+    needs: frozenset[str] = frozenset()
 
     def __init__(self, name: str, batch_size: int = 1, read_workers: int = 4) -> None:
         self.name = name

@@ -52,6 +52,8 @@ RECTIFIED_DTYPE = np.float32
 
 
 class EventsStage(Stage):
+    needs = frozenset({"clip"})  # DSEC-style clips: events, frames and the window (datasets/dsec.py)
+
     def __init__(self, name: str, batch_size: int = 1, read_workers: int = 2, width: int = 640, height: int = 480,
                  chunk_events: int = 4_000_000, frames_mode: str = "hardlink", fps: float = 20, crf: int = 23,
                  preset: str = "medium", event_image: str = "shardprep", images_per_clip: int | None = None,
