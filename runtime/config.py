@@ -57,8 +57,10 @@ def refuse_unknown_keys(overrides: Sequence[str]) -> None:
         parsed = OverridesParser.create().parse_overrides(list(overrides))
     except HydraException as error:
         raise ConfigError(one_line(error)) from None
-    # Group choices and Hydra's own settings (an extra `hydra.searchpath`) decide which keys exist.
-    groups = [str(o.input_line) for o in parsed if is_group(o.key_or_group) or o.key_or_group.startswith("hydra.")]
+    # Group choices, Hydra's own settings (an extra `hydra.searchpath`) and a changed `_target_` (whose parameters a
+    # `+key` may add) decide which keys exist.
+    groups = [str(o.input_line) for o in parsed if is_group(o.key_or_group) or o.key_or_group.startswith("hydra.")
+              or o.key_or_group.endswith("._target_")]
     try:
         base = OmegaConf.to_container(composed(groups), resolve=False)
     except (HydraException, OmegaConfBaseException, ValueError) as error:

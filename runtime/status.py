@@ -64,7 +64,7 @@ def run_status(folder: RunFolder) -> RunStatus:
     now = time.time()
     for shard, (start, end) in enumerate(manifest.plan):
         store = folder.store(manifest, shard, outputs)
-        done_ids = _complete_items(store, store.check_folder().valid)
+        done_ids = store.check_folder().complete
         attempts = store.attempts()
         failed_ids = set(attempts) - done_ids
         gave_up = {item for item in failed_ids if attempts[item] >= max_attempts}
@@ -88,15 +88,6 @@ def run_status(folder: RunFolder) -> RunStatus:
         status.merge_job = merge["job_id"]
         status.merge_state = queued.get(merge["job_id"]) or finished.get(merge["job_id"]) or "unknown"
     return status
-
-
-def _complete_items(store, valid: frozenset[str]) -> set[str]:
-    present: dict[str, int] = {}
-    for name in valid:
-        owner = store.output_of(name)
-        if owner is not None:
-            present[owner[0]] = present.get(owner[0], 0) + 1
-    return {item for item, count in present.items() if count == len(store.outputs)}
 
 
 def _latest_tasks(submissions: Sequence[dict[str, Any]]) -> dict[int, str]:
@@ -233,7 +224,7 @@ def failures(folder: RunFolder) -> list[ErrorRecord]:
     newest: dict[str, ErrorRecord] = {}
     for shard in range(len(manifest.plan)):
         store = folder.store(manifest, shard, outputs)
-        done_ids = _complete_items(store, store.check_folder().valid)
+        done_ids = store.check_folder().complete
         for record in store.errors():
             if record.item not in done_ids and (record.item not in newest or record.time >= newest[record.item].time):
                 newest[record.item] = record

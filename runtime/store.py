@@ -52,9 +52,11 @@ class ErrorRecord:
 
 @dataclass(frozen=True)
 class Scan:
-    """What a shard folder holds: valid file names, and how many present files failed validation."""
+    """What a shard folder holds: valid file names, the items with every output valid, and how many present files
+    failed validation."""
 
     valid: frozenset[str]
+    complete: frozenset[str]
     invalid: int
 
 
@@ -115,6 +117,7 @@ class ShardStore:
         cached = self._load_cache()
         known: dict[str, list[int]] = {}
         valid = set()
+        outputs_of: Counter[str] = Counter()  # item id -> how many of its outputs are valid
         invalid = 0
         for entry in self._entries(remove_temporary):
             owner = self.output_of(entry.name)
@@ -125,13 +128,15 @@ class ShardStore:
             cacheable = entry.is_file(follow_symlinks=False)  # folders change inside without changing their stat
             if (cacheable and cached.get(entry.name) == key) or self.is_valid(Path(entry.path), owner[1]):
                 valid.add(entry.name)
+                outputs_of[owner[0]] += 1
                 if cacheable:
                     known[entry.name] = key
             else:
                 invalid += 1
         with self._known_lock:
             self._known = known
-        return Scan(frozenset(valid), invalid)
+        complete = frozenset(item for item, count in outputs_of.items() if count == len(self.outputs))
+        return Scan(frozenset(valid), complete, invalid)
 
     def scan(self, item_ids: Iterable[str]) -> tuple[dict[str, frozenset[str]], int]:
         """For each item, the outputs still to produce; and how many present files failed validation.
