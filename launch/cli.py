@@ -150,9 +150,10 @@ def describe_submission(submission: Submission, config: dict[str, Any]) -> None:
     span = f"shard {shards[0]}" if len(shards) == 1 else f"shards {shards[0]}-{shards[-1]}"
     if len(shards) > 1 and shards != list(range(shards[0], shards[-1] + 1)):
         span = f"shards {','.join(map(str, shards))}"
-    logs = submission.run_dir / "logs"
+    folder = RunFolder(submission.run_dir)
+    logs = folder.logs
     print(f"submitted {submission.backend} job {submission.job_id}: {len(shards)} task(s), {span}")
-    print(f"  outputs:  {submission.run_dir / 'checkpoints'}")
+    print(f"  outputs:  {folder.checkpoints}")
     print(f"  logs:     {logs}/{submission.job_id}_*/" if submission.backend == "slurm" else f"  logs:     {logs}/")
     print(f"  progress: {status_command(submission.run_dir)}")
     if submission.backend == "slurm":

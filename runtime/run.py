@@ -28,12 +28,16 @@ from shardprep.runtime.executor import (
 from shardprep.runtime.model_files import check_model_files
 from shardprep.runtime.manifest import Manifest, code_version, fingerprint, items_digest
 from shardprep.runtime.run_folder import RunFolder, UnreadableManifest
+from shardprep.runtime.scheduler import wait_until_unqueued
 from shardprep.runtime.sharding import plan_shards
 from shardprep.runtime.task import ShardTask
 
 if TYPE_CHECKING:
     from shardprep.datasets.base import Dataset
     from shardprep.stages.base import Stage
+
+# How long a waiting launch gives SLURM to drop the tasks that have returned (their processes exiting, the epilog).
+QUEUE_EXIT_TIMEOUT_S = 120.0
 
 
 @dataclass
@@ -202,7 +206,10 @@ def _remove_new_logs(folder: RunFolder, before: set[str]) -> None:
 
 
 def wait(submission: Submission) -> list[str]:
-    """Wait for every task; one line per task that raised."""
+    """Wait for every task, and on SLURM for the array to leave the queue; one line per task that raised.
+
+    submitit answers once a task has written its result, while SLURM still lists the task until its process has
+    exited: a launch right after would be refused as running twice."""
     failures = []
     for shard, job in zip(submission.shards, submission.jobs):
         try:
@@ -210,6 +217,8 @@ def wait(submission: Submission) -> list[str]:
         except Exception as error:  # submitit wraps the task's exception; report it, keep waiting for the rest
             last = [line for line in str(error).splitlines() if line.strip()]
             failures.append(f"shard {shard} (job {job.job_id}): {last[-1] if last else error}")
+    if submission.backend == "slurm":
+        wait_until_unqueued([submission.job_id], QUEUE_EXIT_TIMEOUT_S)
     return failures
 
 

@@ -104,8 +104,12 @@ class RunFolder:
     def logs(self) -> Path:
         return self.path / "logs"
 
+    @property
+    def checkpoints(self) -> Path:
+        return self.path / "checkpoints"
+
     def shard_folder(self, shard: int) -> Path:
-        return self.path / "checkpoints" / shard_name(shard)
+        return self.checkpoints / shard_name(shard)
 
     def error_log(self, shard: int) -> Path:
         return self.path / "errors" / f"{shard_name(shard)}.jsonl"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import getpass
 import subprocess
+import time
 from collections.abc import Iterable
 
 TIMEOUT_S = 30
@@ -49,6 +50,16 @@ def queued_tasks(job_ids: Iterable[str]) -> dict[str, str]:
             continue
         tasks[task] = f"{state} ({reason})" if state == "PENDING" and reason not in ("", "None") else state
     return tasks
+
+
+def wait_until_unqueued(job_ids: Iterable[str], timeout_s: float, interval_s: float = 0.5) -> bool:
+    """Poll the queue until none of these jobs' tasks is listed, at most `timeout_s`; whether they left it."""
+    jobs, deadline = list(job_ids), time.monotonic() + timeout_s
+    while queued_tasks(jobs):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(interval_s)
+    return True
 
 
 def final_states(job_ids: Iterable[str]) -> dict[str, str]:

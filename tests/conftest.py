@@ -47,6 +47,15 @@ def demo_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("demo") / "demo"
 
 
+@pytest.fixture
+def own_demo(tmp_path: Path) -> Path:
+    """A demo dataset folder only this test uses (to damage its frames), holding only the default demo: the session's
+    folder also holds the demos of other sizes that earlier tests asked for."""
+    root = tmp_path / "demo"
+    launch("run.py", "cluster=debug", f"out_dir={tmp_path / 'warmup'}", demo_root=root)  # generates it
+    return root
+
+
 def launch(script: str, *overrides: str, demo_root: Path | None = None, check: bool = True,
            timeout: float = 600) -> subprocess.CompletedProcess[str]:
     """Run `python launch/<script> overrides...` as a user would, from the repository root.

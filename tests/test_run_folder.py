@@ -48,10 +48,8 @@ def test_force_resets_exhausted_attempts(tmp_path: Path, demo_root: Path) -> Non
     assert status["totals"] == {"items": 12, "done": 12, "failed": 0, "todo": 0} and status["gave_up"] == 0
 
 
-def test_retry_failed_retries_items_that_gave_up_under_the_same_settings(tmp_path: Path, demo_root: Path) -> None:
-    launch(*DEBUG, f"out_dir={tmp_path / 'warmup'}", demo_root=demo_root)
-    root = tmp_path / "demo"
-    shutil.copytree(demo_root, root)
+def test_retry_failed_retries_items_that_gave_up_under_the_same_settings(tmp_path: Path, own_demo: Path) -> None:
+    root = own_demo
     bad = sorted(root.rglob("*.jpg"))[4]
     good = bad.read_bytes()
     bad.write_bytes(b"not a jpeg")

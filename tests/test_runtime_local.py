@@ -6,7 +6,6 @@ The same behaviour on the real SLURM cluster is tested in test_runtime_slurm.py.
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -61,10 +60,8 @@ def test_local_and_debug_backends_agree(tmp_path: Path, demo_root: Path) -> None
         assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
 
 
-def test_bad_frame_is_recorded_and_the_shard_goes_on(tmp_path: Path, demo_root: Path) -> None:
-    launch("run.py", "cluster=debug", f"out_dir={tmp_path / 'warmup'}", demo_root=demo_root)  # generates the demo
-    root = tmp_path / "demo"
-    shutil.copytree(demo_root, root)
+def test_bad_frame_is_recorded_and_the_shard_goes_on(tmp_path: Path, own_demo: Path) -> None:
+    root = own_demo
     bad = sorted(root.rglob("*.jpg"))[4]
     bad.write_bytes(b"not a jpeg")
     run_dir = tmp_path / "run"

@@ -3,17 +3,14 @@
 from __future__ import annotations
 
 import re
-import shutil
 from datetime import datetime
 from pathlib import Path
 
 from conftest import launch
 
 
-def test_failed_items_grouped_by_error_newest_first(tmp_path: Path, demo_root: Path) -> None:
-    launch("run.py", "cluster=debug", f"out_dir={tmp_path / 'warmup'}", demo_root=demo_root)  # generates the demo
-    root = tmp_path / "demo"
-    shutil.copytree(demo_root, root)
+def test_failed_items_grouped_by_error_newest_first(tmp_path: Path, own_demo: Path) -> None:
+    root = own_demo
     frames = sorted(root.rglob("*.jpg"))
     frames[2].write_bytes(b"not a jpeg")
     frames[7].write_bytes(b"")  # a different error: empty file
