@@ -11,8 +11,9 @@ Frames are 1000x1000 JPEGs (Human3.6M's size) written first.
 
 (a) naive: one frame at a time, fp32: decode, mmdet `inference_detector`, mmpose `inference_topdown` on the chosen
     box, Depth Anything on the CPU-resized frame, the full-resolution upsample, numpy sampling, write the NPZ.
-(b) stage: `DepthStage` as configured by default (bf16 autocast, the depth network compiled on CUDA) fed by the
-    runtime worker's own loop: read-ahead threads, batches, NPZ writes in the background through `ShardStore`.
+(b) stage: `DepthStage` as configured by default (bf16 autocast, the three networks compiled on CUDA, JPEGs decoded
+    by nvJPEG) fed by the runtime worker's own loop: read-ahead threads, batches, NPZ writes in the background
+    through `ShardStore`; also with frames decoded on the CPU, and autotuned instead of deterministic.
 Both share the loaded models (and so their weights). Also reported: peak GPU memory of each, the first batches'
 warm-up (compilation), the depth model's FLOPs per frame (torch's FLOP counter), its throughput alone at the
 stage's batch size (eager, and as the stage runs it), both as a fraction of the bf16 matrix-product rate measured on
@@ -204,28 +205,28 @@ def rate(run, device: torch.device) -> float:
     return repeats / (time.perf_counter() - start)
 
 
-def stage_config(folder: Path, size: str, args: argparse.Namespace, precision: str, compile_depth: str,
-                 deterministic: bool = True) -> dict:
+def stage_config(folder: Path, size: str, args: argparse.Namespace, precision: str, compile_networks: str) -> dict:
     return load_config([
         "stage=depth", f"stage.detector.config={DETECTOR}",
         f"stage.detector.checkpoint={rtmdet_checkpoint(folder / 'rtmdet-m.pth', DETECTOR)}",
         "stage.detector.score_threshold=0.0", f"stage.pose.config={POSE}", "stage.pose.checkpoint=null",
         f"stage.depth.model=random:{size}", f"stage.batch_size={args.batch}", f"stage.depth.batch_size={args.batch}",
         f"stage.read_workers={args.read_workers}", f"stage.device={args.device}", f"stage.precision={precision}",
-        f"stage.depth.compile={compile_depth}", f"stage.deterministic={str(deterministic).lower()}",
+        *(f"stage.{part}.compile={compile_networks}" for part in ("detector", "pose", "depth")),
     ])
 
 
 def parts(stage, dataset: MMPoseDataset, items, batch: int) -> dict[str, float]:
-    """ms per batch of each part alone (synchronised, median of 5): CPU decode (PIL, read-ahead threads), nvJPEG
-    decode of the same files, upload, detector, crops + RTMPose + SimCC, depth, run_frames, the worker loop."""
+    """ms per batch of each part alone (synchronised, median of 5): CPU decode (PIL, read-ahead threads), the same
+    files read in those threads and decoded by nvJPEG (the stage's way on a GPU), upload of decoded frames,
+    detector, crops + RTMPose + SimCC, depth, run_frames."""
     from concurrent.futures import ThreadPoolExecutor
 
+    from shardprep.stages.depth.decode import frames_on_device
     from shardprep.stages.depth.pipeline import choose_boxes, estimate_keypoints, frame_depths, run_frames
 
     models, device = stage.models, stage.models.device
     chosen = items[:batch]
-    paths = [dataset.image_path(str(dataset.arrays["imgname"][item.index])) for item in chosen]
     with ThreadPoolExecutor(stage.read_workers) as pool:
         payloads = list(pool.map(dataset.read, chosen))
     images = [payload["image"] for payload in payloads]
@@ -249,17 +250,19 @@ def parts(stage, dataset: MMPoseDataset, items, batch: int) -> dict[str, float]:
         with ThreadPoolExecutor(stage.read_workers) as pool:
             list(pool.map(dataset.read, chosen))
 
+    def read_and_decode_on_device() -> None:
+        with ThreadPoolExecutor(stage.read_workers) as pool:
+            frames_on_device(list(pool.map(dataset.read_encoded, chosen)), device)
+
     out = {"decode_cpu": timed(read_all)}
     if device.type == "cuda":
-        from torchvision.io import decode_jpeg, read_file
-
-        out["decode_nvjpeg"] = timed(lambda: decode_jpeg([read_file(str(path)) for path in paths], device="cuda"))
+        out["decode_nvjpeg"] = timed(read_and_decode_on_device)
     out |= {
         "upload": timed(lambda: [torch.from_numpy(np.ascontiguousarray(i)).to(device) for i in images]),
         "detector": timed(lambda: choose_boxes(models, frames, annotated, flags)),
         "crops_pose_simcc": timed(lambda: estimate_keypoints(frames, boxes, models.pose, models.pose_batch)),
         "depth_sampling": timed(lambda: frame_depths(models, frames, poses, stage.radius)),
-        "run_frames": timed(lambda: run_frames(models, images, annotated, stage.radius, flags)),
+        "run_frames": timed(lambda: run_frames(models, frames, annotated, stage.radius, flags)),
     }
     return out
 
@@ -342,13 +345,16 @@ def main() -> None:
             part_ms = parts(stage, dataset, items, args.batch)
             busy = gpu_busy(stage, dataset, items[:8 * args.batch], folder / f"busy-{size}")
             plans_equal = same_bytes_across_plans(stage, dataset, items[:6 * args.batch], folder / f"plans-{size}")
+            # The same models with frames decoded on the CPU in the read-ahead threads (stage.decode=cpu).
+            stage.decode = "cpu"
+            cpu_decode_s = staged(stage, dataset, items, folder / f"cpu-decode-{size}")
+            stage.decode = "auto"
+            # The same, autotuned (stage.deterministic=false, which sets these flags): what determinism costs.
+            torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = True, False
+            staged(stage, dataset, items[:2 * args.batch], folder / f"warm-tuned-{size}")
+            tuned_s = staged(stage, dataset, items, folder / f"tuned-{size}")
+            torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = False, True
             del stage
-            # The same, autotuned (stage.deterministic=false): what determinism costs.
-            tuned = build_stage(stage_config(folder, size, args, "bf16", "auto", deterministic=False))
-            tuned.setup()
-            staged(tuned, dataset, items[:2 * args.batch], folder / f"warm-tuned-{size}")
-            tuned_s = staged(tuned, dataset, items, folder / f"tuned-{size}")
-            del tuned
             # The same frames through the stage at fp32, eager: the pipeline's own agreement with the naive way,
             # which bf16 blurs (random weights make RTMPose's SimCC maxima flat, so bf16 moves keypoints far).
             check = build_stage(stage_config(folder, size, args, "fp32", "false"))
@@ -368,14 +374,17 @@ def main() -> None:
                 "fp32": agreement(naive_dir, RunFolder(folder / f"fp32-{size}").shard_folder(0)),
                 "parts_ms_per_batch": part_ms, "loop_ms_per_batch": 1e3 * stage_s / (args.frames / args.batch),
                 "gpu_busy": busy, "plans_bit_identical": plans_equal, "autotuned_fps": args.frames / tuned_s,
+                "cpu_decode_fps": args.frames / cpu_decode_s,
+                "cpu_decode_vs_nvjpeg": agreement(RunFolder(folder / f"cpu-decode-{size}").shard_folder(0),
+                                                  RunFolder(folder / f"stage-{size}").shard_folder(0)),
                 "cpus": len(os.sched_getaffinity(0)),
                 "frames": args.frames, "naive_frames": args.naive_frames, "batch": args.batch,
                 "gpu": torch.cuda.get_device_name() if device.type == "cuda" else "cpu", "torch": torch.__version__,
             })
+            if args.json:  # after each model, so a run cut short keeps what it measured
+                args.json.write_text(json.dumps(rows, indent=1))
             if device.type == "cuda":
                 torch.cuda.empty_cache()
-    if args.json:
-        args.json.write_text(json.dumps(rows, indent=1))
     print(f"\n{rows[0]['gpu']}, torch {rows[0]['torch']}, matmul {rows[0]['matmul_tflops']:.2f} TFLOP/s; "
           f"{args.frames} frames 1000x1000 (naive: first {args.naive_frames}), batch {args.batch}")
     print(f"{'depth':>6} {'naive f/s':>10} {'stage f/s':>10} {'ratio':>6} {'naive GiB':>10} {'stage GiB':>10} "
@@ -390,7 +399,11 @@ def main() -> None:
             f"{name} {ms:.1f}" for name, ms in row["parts_ms_per_batch"].items()) +
             f"; loop {row['loop_ms_per_batch']:.1f}; GPU busy {100 * row['gpu_busy']:.0f}% of the loop")
         print(f"{'':>6} deterministic {row['stage_fps']:.1f} f/s vs autotuned {row['autotuned_fps']:.1f} f/s; "
+              f"decoding on the CPU instead of nvJPEG {row['cpu_decode_fps']:.1f} f/s; "
               f"1 shard vs 3 shards + a third redone bit-identical: {row['plans_bit_identical']}")
+        decoders = row["cpu_decode_vs_nvjpeg"]
+        print(f"{'':>6} CPU vs nvJPEG decode, same models: median |d keypoint| "
+              f"{decoders['median_keypoint_diff_px']:.2f} px, median |d depth_point| {decoders['median_depth_point_diff_m']:.4f} m")
         for precision in ("fp32", "bf16"):
             check = row[precision]
             print(f"{'':>6} stage at {precision} vs naive on {check['frames_detected_by_both']} frames: median "

@@ -59,6 +59,11 @@ class Dataset(ABC):
     def read(self, item: Item) -> Any:
         """Load what a stage needs for one item. Raise with a message naming the file on bad input."""
 
+    def read_encoded(self, item: Item) -> Any:
+        """`read`, but with the image left encoded where the files allow it (`encoded`: the JPEG's bytes), for a
+        stage that decodes on its GPU; datasets that cannot give it read as `read` does."""
+        return self.read(item)
+
     def fingerprint_files(self) -> list[Path]:
         """Files whose content determines the items and their content (annotation files), for the run fingerprint."""
         return []

@@ -7,6 +7,7 @@ order of the file. Dataset-specific adapters subclass this and say how an `imgna
 
 from __future__ import annotations
 
+import io
 import posixpath
 import re
 from pathlib import Path, PureWindowsPath
@@ -91,6 +92,25 @@ def read_rgb(path: Path) -> np.ndarray:
         raise ValueError(f"cannot decode image {path}: {error} (re-extract or replace this frame)") from None
 
 
+def read_jpeg(path: Path) -> tuple[np.ndarray, tuple[int, int]] | None:
+    """A baseline or progressive RGB/greyscale JPEG's bytes and (H, W) from its header (nothing decoded); None for
+    any other file (PNG, CMYK JPEG), which is decoded on the CPU instead."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise FileNotFoundError(f"image not found: {path} (check dataset.image_root)") from None
+    if not data.startswith(b"\xff\xd8"):
+        return None
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            if image.format != "JPEG" or image.mode not in ("RGB", "L"):
+                return None
+            width, height = image.size
+    except (UnidentifiedImageError, OSError) as error:
+        raise ValueError(f"cannot decode image {path}: {error} (re-extract or replace this frame)") from None
+    return np.frombuffer(data, dtype=np.uint8), (height, width)
+
+
 class MMPoseDataset(Dataset):
     """Rows of an MMPose annotation NPZ as items; `read` gives the frame and its annotation row.
 
@@ -173,6 +193,17 @@ class MMPoseDataset(Dataset):
         row = {key: array[item.index] for key, array in self.arrays.items()}
         image = read_rgb(self.image_path(str(row["imgname"])))
         return {"image": image, "row": row, "bbox_gt": gt_box(row, image.shape[:2])}
+
+    def read_encoded(self, item: Item) -> dict[str, Any]:
+        """A JPEG frame as its bytes (`encoded`, `image_file`, `image_size` (H, W) from its header); other files as
+        `read` gives them."""
+        row = {key: array[item.index] for key, array in self.arrays.items()}
+        path = self.image_path(str(row["imgname"]))
+        jpeg = read_jpeg(path)
+        if jpeg is None:
+            return self.read(item)
+        data, size = jpeg
+        return {"encoded": data, "image_file": str(path), "image_size": size, "row": row, "bbox_gt": gt_box(row, size)}
 
     def fingerprint_files(self) -> list[Path]:
         return [self.annotation]

@@ -10,7 +10,7 @@ import logging
 import sys
 import time
 from collections import deque
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from itertools import islice
@@ -143,7 +143,7 @@ def processed_batches(stage: Stage, dataset: Dataset, batches: Sequence[Sequence
     items = [item for batch in batches for item in batch]
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="write") as writer:
         writing: Future[list[Outcome]] | None = None
-        works = _read_ahead(dataset, items, missing, stage.read_workers, stage.batch_size)
+        works = _read_ahead(stage.reader(dataset), items, missing, stage.read_workers, stage.batch_size)
         for batch in _batches(works, [len(batch) for batch in batches]):
             results = _process(stage, batch)
             if writing is not None:
@@ -154,7 +154,8 @@ def processed_batches(stage: Stage, dataset: Dataset, batches: Sequence[Sequence
 
 
 def _read_ahead(
-    dataset: Dataset, items: Sequence[Item], missing: dict[str, frozenset[str]], workers: int, batch_size: int
+    read: Callable[[Item], Any], items: Sequence[Item], missing: dict[str, frozenset[str]], workers: int,
+    batch_size: int,
 ) -> Iterator[Work | ReadFailure]:
     """Read items in background threads, a bounded window ahead, yielding them in order."""
     window = max(2 * batch_size, workers)
@@ -162,14 +163,14 @@ def _read_ahead(
         pending: deque[tuple[Item, Future[Any]]] = deque()
         queue = iter(items)
         for item in queue:
-            pending.append((item, pool.submit(dataset.read, item)))
+            pending.append((item, pool.submit(read, item)))
             if len(pending) >= window:
                 break
         while pending:
             item, future = pending.popleft()
             next_item = next(queue, None)
             if next_item is not None:
-                pending.append((next_item, pool.submit(dataset.read, next_item)))
+                pending.append((next_item, pool.submit(read, next_item)))
             try:
                 yield Work(item, future.result(), missing.get(item.id, frozenset()))
             except Exception as error:  # an unreadable item is recorded, the shard goes on

@@ -8,12 +8,12 @@ writes, validates and renames them into place.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from shardprep.datasets.base import Item
+from shardprep.datasets.base import Dataset, Item
 from shardprep.runtime.outputs import ArrayOutput, Artifact, FileOutput, Output
 
 __all__ = ["ArrayOutput", "Artifact", "FileOutput", "ItemResult", "Output", "Stage", "Work"]
@@ -62,6 +62,11 @@ class Stage(ABC):
 
     def setup(self) -> None:
         """Load models and other per-task state."""
+
+    def reader(self, dataset: Dataset) -> Callable[[Item], Any]:
+        """What the read-ahead threads call for each item (after `setup`): the dataset's `read` by default; a stage
+        that decodes on its device takes `read_encoded`."""
+        return dataset.read
 
     def environment(self) -> dict[str, str]:
         """What, besides the fingerprint, decides the output bytes in this process (device model, driver, library

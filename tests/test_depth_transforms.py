@@ -43,7 +43,7 @@ def test_letterbox_maps_coordinates_and_pads_bottom_right():
 def test_crop_warp_maps_coordinates_analytically():
     frame = coordinate_frame(480, 640)
     crop = TopdownCrop.from_box(np.array([100.0, 50.0, 300.0, 350.0]), (192, 256), padding=1.25)
-    warped = warp_crops(frame, [crop])[0]
+    warped = warp_crops([frame], [crop])[0]
     u, v = np.meshgrid(np.arange(192), np.arange(256))
     expected = crop.to_image(np.stack([u.ravel(), v.ravel()], axis=1)).reshape(256, 192, 2)
     interior = (expected[..., 0] > 1) & (expected[..., 0] < 638) & (expected[..., 1] > 1) & (expected[..., 1] < 478)
@@ -53,7 +53,7 @@ def test_crop_warp_maps_coordinates_analytically():
     # Outside the frame the crop is zero, as cv2.warpAffine's constant border: its corner maps to (-40.625, -37.5).
     corner = TopdownCrop.from_box(np.array([0.0, 0.0, 200.0, 300.0]), (192, 256), padding=1.25)
     np.testing.assert_allclose(corner.to_image(np.zeros((1, 2))), [[-40.625, -37.5]], atol=TOL)
-    assert warp_crops(frame + 1, [corner])[0, :, 0, 0].abs().max() == 0
+    assert warp_crops([frame + 1], [corner])[0, :, 0, 0].abs().max() == 0
 
 
 class BrightestPixelPose:

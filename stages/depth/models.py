@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from torch.utils._pytree import tree_map
 
 from shardprep.runtime.errors import ConfigError
 from shardprep.stages.depth.geometry import depth_input_size
@@ -48,6 +49,45 @@ def chunks(count: int, size: int) -> Iterator[slice]:
         yield slice(start, min(start + size, count))
 
 
+class BatchForward:
+    """A network's forward on batches of at most `batch_size`, optionally through torch.compile.
+
+    Compiled graphs are specialised to the input shape: a shorter batch is padded (its last sample repeated) so one
+    graph serves every batch, and the outputs are cut back. A node without a working compiler toolchain (Triton
+    needs one) runs the network eager from then on, slower but not failing.
+    """
+
+    def __init__(self, forward: Callable[[torch.Tensor], Any], batch_size: int, compile: bool, name: str,
+                 setting: str) -> None:
+        self.forward, self.batch_size, self.name, self.setting = forward, batch_size, name, setting
+        self.compiled = torch.compile(forward, dynamic=False) if compile else None
+
+    def __call__(self, batch: torch.Tensor) -> Any:
+        if self.compiled is None:
+            return self.forward(batch)
+        count = len(batch)
+        padded = torch.cat([batch, batch[-1:].expand(self.batch_size - count, *batch.shape[1:])]) \
+            if count < self.batch_size else batch
+        try:
+            out = self.compiled(padded)
+        except torch._dynamo.exc.TorchDynamoException as error:
+            log.warning("torch.compile of the %s failed (%s); running it eager from now on (%s=false skips the "
+                        "attempt)", self.name, str(error).splitlines()[0], self.setting)
+            self.compiled = None
+            return self.forward(batch)
+        return tree_map(lambda value: value[:count] if isinstance(value, torch.Tensor) else value, out)
+
+
+def compile_setting(setting: Any, device: torch.device) -> bool:
+    """stage.<model>.compile: auto (on CUDA only: on the CPU compiling costs more than it saves), true or false."""
+    return device.type == "cuda" if setting == "auto" else bool(setting)
+
+
+def memory_format(device: torch.device) -> torch.memory_format:
+    """channels_last on CUDA, where cuDNN's NHWC convolutions are the fast ones at bf16; the default on the CPU."""
+    return torch.channels_last if device.type == "cuda" else torch.contiguous_format
+
+
 def _normalizer(preprocessor: Any, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, bool]:
     """mean, std (1, 3, 1, 1) and whether the model wants RGB, from an mmengine ImgDataPreprocessor.
 
@@ -71,7 +111,8 @@ class Detector:
     boxes for batches of frames. The network is mmdet's; its person-class decoding runs batched (person_boxes.py)."""
 
     def __init__(self, config: Path, checkpoint: str | None, device: torch.device, precision: str,
-                 person_label: int = 0, test_cfg: dict[str, Any] | None = None) -> None:
+                 person_label: int = 0, test_cfg: dict[str, Any] | None = None, batch_size: int = 16,
+                 compile: bool = False) -> None:
         from mmdet.apis import init_detector
 
         # init_detector clears the backbone's pretrained init_cfg only when given no options; never fetch it.
@@ -87,6 +128,13 @@ class Detector:
         pad_value = _pipeline_step(self.model.cfg, "Pad").get("pad_val", {}).get("img", 0)
         self.pad_value = float(np.mean(pad_value))
         self.mean, self.std, self.rgb = _normalizer(self.model.data_preprocessor, device)
+        self.memory_format = memory_format(device)
+        self.model.to(memory_format=self.memory_format)
+        self.network = BatchForward(self._network, batch_size, compile, "detector", "stage.detector.compile")
+
+    def _network(self, batch: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        with autocast(self.device, self.precision):
+            return self.model.bbox_head(self.model.extract_feat(batch))
 
     @torch.no_grad()
     def __call__(self, frames: list[torch.Tensor]) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -94,9 +142,8 @@ class Detector:
         batch, boxes = letterbox(frames, self.size, self.pad_value)
         if not self.rgb:
             batch = batch.flip(1)
-        batch = (batch - self.mean) / self.std
-        with autocast(self.device, self.precision):
-            cls_scores, bbox_preds = self.model.bbox_head(self.model.extract_feat(batch))
+        batch = ((batch - self.mean) / self.std).contiguous(memory_format=self.memory_format)
+        cls_scores, bbox_preds = self.network(batch)
         found = person_boxes(self.model.bbox_head, cls_scores, bbox_preds, [box.resized for box in boxes],
                              self.decoding)
         return [(box.boxes_to_image(xyxy.numpy()), scores.numpy()) for box, (xyxy, scores) in zip(boxes, found)]
@@ -106,7 +153,7 @@ class PoseEstimator:
     """RTMPose (an mmpose top-down model) on batches of crops; keypoints come back in crop pixels (COCO order)."""
 
     def __init__(self, config: Path, checkpoint: str | None, device: torch.device, precision: str,
-                 features: bool = False) -> None:
+                 features: bool = False, batch_size: int = 64, compile: bool = False) -> None:
         from mmpose.apis import init_model
 
         self.model = init_model(str(config), checkpoint, device=str(device))
@@ -121,6 +168,17 @@ class PoseEstimator:
         self.mean, self.std, self.rgb = _normalizer(self.model.data_preprocessor, device)
         self.features = features
         self.feature_channels = int(self.model.head.in_channels)
+        self.split_ratio = simcc_split_ratio(self.model.head.decoder)
+        self.memory_format = memory_format(device)
+        self.model.to(memory_format=self.memory_format)
+        self.network = BatchForward(self._network, batch_size, compile, "pose model", "stage.pose.compile")
+
+    def _network(self, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The last backbone map and the SimCC vectors (x, y) of a batch of normalised crops."""
+        with autocast(self.device, self.precision):
+            feats = self.model.extract_feat(batch)
+            pred_x, pred_y = self.model.head.forward(feats)
+        return feats[-1], pred_x, pred_y
 
     @torch.no_grad()
     def __call__(self, crops: torch.Tensor) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
@@ -129,23 +187,41 @@ class PoseEstimator:
         from mmpose.models.utils.tta import flip_vectors
 
         batch = crops if self.rgb else crops.flip(1)
-        batch = (batch - self.mean) / self.std
-        head = self.model.head
-        with autocast(self.device, self.precision):
-            feats = self.model.extract_feat(batch)
-            pred_x, pred_y = head.forward(feats)
-            if self.flip_test:
-                flip_x, flip_y = head.forward(self.model.extract_feat(batch.flip(-1)))
+        batch = ((batch - self.mean) / self.std).contiguous(memory_format=self.memory_format)
+        last_map, pred_x, pred_y = self.network(batch)
         pred_x, pred_y = pred_x.float(), pred_y.float()
         if self.flip_test:
+            _, flip_x, flip_y = self.network(batch.flip(-1).contiguous(memory_format=self.memory_format))
             flip_x, flip_y = flip_vectors(flip_x.float(), flip_y.float(), flip_indices=self.flip_indices)
             pred_x, pred_y = (pred_x + flip_x) / 2, (pred_y + flip_y) / 2
-        decoded = head.decode((pred_x, pred_y))
-        keypoints = np.stack([d.keypoints[0] for d in decoded]).astype(np.float64)
-        scores = np.stack([d.keypoint_scores[0] for d in decoded]).astype(np.float64)
+        if self.split_ratio is None:
+            decoded = self.model.head.decode((pred_x, pred_y))
+            keypoints = np.stack([d.keypoints[0] for d in decoded]).astype(np.float64)
+            scores = np.stack([d.keypoint_scores[0] for d in decoded]).astype(np.float64)
+        else:
+            located, values = simcc_maxima(pred_x, pred_y, self.split_ratio)
+            keypoints, scores = located.cpu().numpy().astype(np.float64), values.cpu().numpy().astype(np.float64)
         width, height = self.input_size
-        vectors = features_at(feats[-1], keypoints, (height, width)) if self.features else None
+        vectors = features_at(last_map, keypoints, (height, width)) if self.features else None
         return keypoints, scores, vectors
+
+
+def simcc_split_ratio(codec: Any) -> float | None:
+    """The split ratio of a plain SimCC codec (arg-max decoding, which `simcc_maxima` does on the device); None for
+    codecs that refine or add visibility (DARK, decode_visibility): those decode through mmpose's own code."""
+    if type(codec).__name__ != "SimCCLabel" or codec.use_dark or codec.decode_visibility:
+        return None
+    return float(codec.simcc_split_ratio)
+
+
+def simcc_maxima(pred_x: torch.Tensor, pred_y: torch.Tensor, split_ratio: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """mmpose's SimCCLabel.decode (get_simcc_maximum) for a batch, on the device: per keypoint the first arg-max of
+    each axis' vector over `split_ratio` (-1 / split_ratio where the score is not positive), and the score, the
+    smaller of the two maxima. pred_x (n, K, Wx), pred_y (n, K, Wy) float32 -> (n, K, 2) float32, (n, K)."""
+    located = torch.stack([pred_x.argmax(dim=-1), pred_y.argmax(dim=-1)], dim=-1).float()
+    scores = torch.minimum(pred_x.amax(dim=-1), pred_y.amax(dim=-1))
+    located = torch.where((scores <= 0)[..., None], torch.full_like(located, -1.0), located)
+    return located / split_ratio, scores
 
 
 class DepthEstimator:
@@ -170,10 +246,13 @@ class DepthEstimator:
             self.model.head.register_forward_pre_hook(
                 lambda module, args: self._decoder_maps.append(args[0][module.head_in_index]))
         self.batch_size = batch_size
-        # torch.compile (inductor) fuses the ViT's norms, activations and casts: 1.5x eager on an H100 for V2-Large
-        # (docs/depth.md). One graph per input size, compiled on the first batch of that size (~30-45 s on an H100);
-        # partial batches are padded to `batch_size` so they reuse it.
-        self.compiled = torch.compile(self.model, dynamic=False) if compile else None
+        # torch.compile (inductor) fuses the ViT's norms, activations and casts (docs/depth.md); one graph per input
+        # size, compiled on the first batch of that size.
+        self.network = BatchForward(self._network, batch_size, compile, "depth model", "stage.depth.compile")
+
+    def _network(self, pixels: torch.Tensor) -> torch.Tensor:
+        with autocast(self.device, self.precision):
+            return self.model(pixel_values=pixels).predicted_depth
 
     @torch.no_grad()
     def __call__(self, frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -182,22 +261,7 @@ class DepthEstimator:
         size = depth_input_size(tuple(frames.shape[2:]))
         pixels = (resize_bicubic(frames, size) - self.mean) / self.std
         count = len(frames)
-        if self.compiled is not None and count < self.batch_size:
-            pixels = torch.cat([pixels, pixels[-1:].expand(self.batch_size - count, -1, -1, -1)])
         self._decoder_maps.clear()
-        with autocast(self.device, self.precision):
-            depth = self._forward(pixels)
-        maps = self._decoder_maps.pop()[:count] if self._decoder_maps else None
-        return depth[:count].float().reshape(count, *depth.shape[-2:]), maps
-
-    def _forward(self, pixels: torch.Tensor) -> torch.Tensor:
-        if self.compiled is not None:
-            try:
-                return self.compiled(pixel_values=pixels).predicted_depth
-            except torch._dynamo.exc.TorchDynamoException as error:
-                # A cluster node without a working compiler toolchain (Triton needs one) runs slower, not never.
-                log.warning("torch.compile of the depth model failed (%s); running it eager from now on "
-                            "(stage.depth.compile=false skips the attempt)", str(error).splitlines()[0])
-                self.compiled = None
-                self._decoder_maps.clear()
-        return self.model(pixel_values=pixels).predicted_depth
+        depth = self.network(pixels)
+        maps = self._decoder_maps.pop()[:count] if self._decoder_maps else None  # the last forward's (a fallback's)
+        return depth.float().reshape(count, *depth.shape[-2:]), maps

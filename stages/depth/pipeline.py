@@ -19,7 +19,7 @@ from shardprep.stages.depth.files import resolve_config, resolve_depth_model
 from shardprep.stages.depth.geometry import TopdownCrop
 from shardprep.stages.depth.imageops import warp_crops
 from shardprep.stages.depth.keypoints import JOINTS, coco_to_h36m
-from shardprep.stages.depth.models import DepthEstimator, Detector, PoseEstimator, chunks
+from shardprep.stages.depth.models import DepthEstimator, Detector, PoseEstimator, chunks, compile_setting
 from shardprep.stages.depth.random_models import model_checkpoint
 from shardprep.stages.depth.sampling import features_at, joint_depths
 from shardprep.stages.depth.selection import select_person
@@ -47,7 +47,8 @@ class Models:
 
     @classmethod
     def load(cls, detector: dict[str, Any], pose: dict[str, Any], depth: dict[str, Any], device_name: str,
-             precision: str, features: bool = False, deterministic: bool = True) -> Models:
+             precision: str, features: bool = False, deterministic: bool = True, batch_size: int = 16) -> Models:
+        """The stage's models on `device_name`; the detector runs on batches of up to `batch_size` frames."""
         device = torch.device("cuda" if device_name == "auto" and torch.cuda.is_available() else
                               "cpu" if device_name == "auto" else device_name)
         if device.type == "cuda":
@@ -60,30 +61,29 @@ class Models:
             if not part.get("checkpoint"):
                 log.warning("stage.%s.checkpoint is null: %s runs with seeded RANDOM weights (tests, demo and "
                             "benchmarks only)", label, part["config"])
+        # A call never gets more than one batch's frames: compiled networks pad to these sizes, so no larger.
+        pose_batch = min(int(pose.get("batch_size", 64)), batch_size)
+        depth_batch = min(int(depth.get("batch_size", 16)), batch_size)
         return cls(
             device=device,
             detector=None if detector["kind"] == "gt" else Detector(
                 resolve_config(detector["config"]), str(model_checkpoint("detector", detector)), device, precision,
-                int(detector.get("person_label", 0)), detector.get("test_cfg")),
+                int(detector.get("person_label", 0)), detector.get("test_cfg"), batch_size,
+                compile_setting(detector.get("compile", "auto"), device)),
             pose=PoseEstimator(resolve_config(pose["config"]), str(model_checkpoint("pose", pose)), device, precision,
-                               features),
-            depth=DepthEstimator(resolve_depth_model(depth["model"]), device, precision, features,
-                                 int(depth.get("batch_size", 16)), compile_depth(depth.get("compile", "auto"), device)),
+                               features, pose_batch, compile_setting(pose.get("compile", "auto"), device)),
+            depth=DepthEstimator(resolve_depth_model(depth["model"]), device, precision, features, depth_batch,
+                                 compile_setting(depth.get("compile", "auto"), device)),
             score_threshold=float(detector.get("score_threshold", 0.3)),
-            pose_batch=int(pose.get("batch_size", 64)),
+            pose_batch=pose_batch,
         )
 
 
-def compile_depth(setting: Any, device: torch.device) -> bool:
-    """stage.depth.compile: auto (on CUDA only: on the CPU compiling costs more than it saves), true or false."""
-    return device.type == "cuda" if setting == "auto" else bool(setting)
-
-
-def run_frames(models: Models, images: Sequence[np.ndarray], annotated: Sequence[np.ndarray | None],
+def run_frames(models: Models, frames: list[torch.Tensor], annotated: Sequence[np.ndarray | None],
                radius: int, use_annotated: Sequence[bool]) -> list[dict[str, np.ndarray]]:
-    """The schema's arrays for each frame (H, W, 3) uint8 RGB, given each frame's annotated box (or None).
-    `use_annotated[i]`: frame i takes its annotated box even with a detector (datasets in GT-box mode, e.g. 3DPW)."""
-    frames = [torch.from_numpy(np.ascontiguousarray(image)).to(models.device).permute(2, 0, 1) for image in images]
+    """The schema's arrays for each frame (3, H, W) uint8 RGB on the models' device, given each frame's annotated
+    box (or None). `use_annotated[i]`: frame i takes its annotated box even with a detector (datasets in GT-box
+    mode, e.g. 3DPW)."""
     boxes = choose_boxes(models, frames, annotated, use_annotated)
     poses = estimate_keypoints(frames, boxes, models.pose, models.pose_batch)
     depths = frame_depths(models, frames, poses, radius)
@@ -119,20 +119,29 @@ def choose_boxes(models: Models, frames: list[torch.Tensor], annotated: Sequence
 def estimate_keypoints(frames: list[torch.Tensor], boxes: list[np.ndarray | None], pose: CropModel,
                        batch: int) -> list[dict[str, np.ndarray] | None]:
     """For each frame with a box: H36M-17 `keypoints` (17, 2) frame px, `scores` (17,) and, when the model gives
-    them, `pose_features` (17, C) float16. Crop, model, back to the frame, COCO -> H36M."""
+    them, `pose_features` (17, C) float16. Crop, model, back to the frame, COCO -> H36M; per `batch` crops."""
     todo = [index for index, box in enumerate(boxes) if box is not None]
     crops = [TopdownCrop.from_box(boxes[index], pose.input_size, pose.padding) for index in todo]
     out: list[dict[str, np.ndarray] | None] = [None] * len(frames)
     for part in chunks(len(todo), batch):
-        inputs = torch.cat([warp_crops(frames[todo[i]], [crops[i]]) for i in range(part.start, part.stop)])
-        keypoints, scores, features = pose(inputs)
-        for offset, i in enumerate(range(part.start, part.stop)):
-            image_points = crops[i].to_image(keypoints[offset])
-            out[todo[i]] = {"keypoints": coco_to_h36m(image_points),
-                            "scores": coco_to_h36m(scores[offset][:, None])[:, 0]}
-            if features is not None:
-                out[todo[i]]["pose_features"] = coco_to_h36m(features[offset]).astype(np.float16)
+        members, chunk = todo[part], crops[part]
+        keypoints, scores, features = pose(warp_crops([frames[i] for i in members], chunk))
+        image_points = coco_to_h36m(to_image(chunk, keypoints))
+        h36m_scores = coco_to_h36m(scores[..., None])[..., 0]
+        h36m_features = None if features is None else coco_to_h36m(features).astype(np.float16)
+        for row, index in enumerate(members):
+            out[index] = {"keypoints": image_points[row], "scores": h36m_scores[row]}
+            if h36m_features is not None:
+                out[index]["pose_features"] = h36m_features[row]
     return out
+
+
+def to_image(crops: Sequence[TopdownCrop], points: np.ndarray) -> np.ndarray:
+    """Crop px (n, K, 2) back to each crop's frame (TopdownCrop.to_image for the whole chunk at once)."""
+    size = np.asarray(crops[0].input_size, dtype=np.float64)
+    scale = np.array([crop.scale for crop in crops])[:, None, :]
+    center = np.array([crop.center for crop in crops])[:, None, :]
+    return np.asarray(points, dtype=np.float64) / size * scale + center - scale / 2
 
 
 def frame_depths(models: Models, frames: list[torch.Tensor], poses: list[dict[str, np.ndarray] | None],

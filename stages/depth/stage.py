@@ -8,12 +8,13 @@ frames, one forward per resolution; (4) per-joint depth sampled from it. A frame
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from shardprep.datasets.base import Dataset, Item
 from shardprep.runtime.errors import ConfigError
 from shardprep.stages.base import ArrayOutput, ItemResult, Stage, Work
 from shardprep.stages.depth.files import check_stack, resolve_config, resolve_depth_model
@@ -28,6 +29,7 @@ SCHEMA = {
 FEATURES = {"pose_features": (JOINTS, None), "depth_features": (JOINTS, None)}
 DETECTORS = ("rtmdet", "gt")
 PRECISIONS = ("bf16", "fp16", "fp32")
+DECODERS = ("auto", "cpu", "gpu")  # where JPEG frames are decoded: decode.py
 
 
 class DepthStage(Stage):
@@ -37,11 +39,11 @@ class DepthStage(Stage):
 
     def __init__(self, name: str, detector: dict[str, Any], pose: dict[str, Any], depth: dict[str, Any],
                  batch_size: int = 16, read_workers: int = 4, device: str = "auto", precision: str = "bf16",
-                 radius: int = 3, features: bool = False, deterministic: bool = True) -> None:
+                 radius: int = 3, features: bool = False, deterministic: bool = True, decode: str = "auto") -> None:
         super().__init__(name, batch_size, read_workers)
         self.detector_cfg, self.pose_cfg, self.depth_cfg = detector, pose, depth
         self.device_name, self.precision, self.radius, self.features = device, precision, radius, features
-        self.deterministic = deterministic
+        self.deterministic, self.decode = deterministic, decode
         self.outputs = (ArrayOutput("depth", {**SCHEMA, **(FEATURES if features else {})}),)
         self.models: Any = None
 
@@ -50,10 +52,16 @@ class DepthStage(Stage):
         check_stack()
         if self.detector_cfg.get("kind") not in DETECTORS:
             raise ConfigError(f"stage.detector.kind={self.detector_cfg.get('kind')!r}: must be one of {DETECTORS}")
+        if self.decode not in DECODERS:
+            raise ConfigError(f"stage.decode={self.decode!r}: must be one of {DECODERS}")
+        if self.decode == "gpu" and self.device_name == "cpu":
+            raise ConfigError("stage.decode=gpu decodes on the models' GPU, but stage.device=cpu: use "
+                              "stage.decode=auto")
         if self.precision not in PRECISIONS:
             raise ConfigError(f"stage.precision={self.precision!r}: must be one of {PRECISIONS}")
-        if self.depth_cfg.get("compile", "auto") not in ("auto", True, False):
-            raise ConfigError(f"stage.depth.compile={self.depth_cfg.get('compile')!r}: must be auto, true or false")
+        for key, part in (("detector", self.detector_cfg), ("pose", self.pose_cfg), ("depth", self.depth_cfg)):
+            if part.get("compile", "auto") not in ("auto", True, False):
+                raise ConfigError(f"stage.{key}.compile={part.get('compile')!r}: must be auto, true or false")
         if not isinstance(self.radius, int) or self.radius < 0:
             raise ConfigError(f"stage.radius={self.radius!r}: must be a whole number of pixels >= 0")
         for path in self.fingerprint_files():
@@ -85,36 +93,37 @@ class DepthStage(Stage):
         from shardprep.stages.depth.pipeline import Models
 
         self.models = Models.load(self.detector_cfg, self.pose_cfg, self.depth_cfg, self.device_name, self.precision,
-                                  self.features, self.deterministic)
+                                  self.features, self.deterministic, self.batch_size)
 
     def environment(self) -> dict[str, str]:
         from shardprep.stages.depth.environment import environment
 
-        return environment(self.models.device)
+        return environment(self.models.device) | {"decoder": "nvjpeg" if self._decodes_on_device() else "cpu"}
+
+    def reader(self, dataset: Dataset) -> Callable[[Item], Any]:
+        return dataset.read_encoded if self._decodes_on_device() else dataset.read
+
+    def _decodes_on_device(self) -> bool:
+        from shardprep.stages.depth.decode import decodes_on_device
+
+        return decodes_on_device(self.decode, self.models.device)
 
     def process(self, batch: Sequence[Work]) -> list[ItemResult | BaseException]:
+        from shardprep.stages.depth.decode import frames_on_device
         from shardprep.stages.depth.pipeline import run_frames
 
         results: list[ItemResult | BaseException | None] = [None] * len(batch)
         frames, boxes, use_annotated, indices = [], [], [], []
-        for index, work in enumerate(batch):
-            try:
-                frames.append(checked_image(work.payload))
-                boxes.append(work.payload.get("bbox_gt"))
-                use_annotated.append(bool(work.payload.get("use_gt_box", False)))
-                indices.append(index)
-            except ValueError as error:
-                results[index] = ValueError(f"item {work.item.id}: {error}")
+        decoded = frames_on_device([work.payload for work in batch], self.models.device)
+        for index, (work, frame) in enumerate(zip(batch, decoded)):
+            if isinstance(frame, ValueError):
+                results[index] = ValueError(f"item {work.item.id}: {frame}")
+                continue
+            frames.append(frame)
+            boxes.append(work.payload.get("bbox_gt"))
+            use_annotated.append(bool(work.payload.get("use_gt_box", False)))
+            indices.append(index)
         if frames:
             for index, arrays in zip(indices, run_frames(self.models, frames, boxes, self.radius, use_annotated)):
                 results[index] = {"depth": arrays}
         return results
-
-
-def checked_image(payload: Any) -> np.ndarray:
-    image = payload.get("image") if isinstance(payload, dict) else None
-    if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-        raise ValueError("payload has no (H, W, 3) uint8 RGB 'image' (the dataset's read() must provide one)")
-    if min(image.shape[:2]) < 2:
-        raise ValueError(f"image of size {image.shape[1]}x{image.shape[0]} px is too small to process")
-    return image
