@@ -92,6 +92,8 @@ def test_array_over_the_nodes_merges_to_the_bytes_of_a_one_shard_local_run(tmp_p
     launch("merge.py", *overrides, f"out_dir={local}")
     launch("run.py", *overrides, "shards=6", f"out_dir={spread}", *SLURM_TEST_CLUSTER)
     launch("merge.py", *overrides, f"out_dir={spread}")
+    script, = (spread / "logs").rglob("*_submission.sh")
+    assert "#SBATCH --requeue" in script.read_text()  # requeued on preemption or node failure whatever JobRequeue says
     nodes = {RunFolder(spread).progress(shard).attempts[-1].host for shard in range(6)}
     assert len(nodes) >= 2, nodes  # the tasks ran on several nodes, each reading and writing the shared folder
     names = sorted(p.name for p in (local / "merged").iterdir() if not p.name.startswith("."))
