@@ -28,6 +28,14 @@ NO_WAIT = tuple(o for o in SLURM_TEST_CLUSTER if o != "wait=true")
 SLOW_SHARD = ("shards=1", "dataset.frames_per_sequence=12", "stage.seconds_per_item=1.0", "stage.batch_size=1")
 
 
+def spare_nodes() -> str:
+    """`cluster.exclude=` the first node, which SLURM fills first: a killed or preempted node then holds the test's
+    task, not the jobs of whatever else uses the cluster meanwhile."""
+    first = subprocess.run(["sinfo", "-h", "-N", "-p", "main", "-o", "%N"], capture_output=True, text=True,
+                           check=True).stdout.split()[0]
+    return f"cluster.exclude={first}"
+
+
 def scontrol(*args: str) -> str:
     return subprocess.run(["scontrol", *args], capture_output=True, text=True, check=True, timeout=30).stdout
 
@@ -105,7 +113,7 @@ def test_array_over_the_nodes_merges_to_the_bytes_of_a_one_shard_local_run(tmp_p
 def test_a_lost_node_s_task_is_requeued_on_another_node_losing_only_items_in_flight(tmp_path: Path,
                                                                                     demo_root: Path) -> None:
     run_dir = tmp_path / "run"
-    launch("run.py", *SLOW_SHARD, f"out_dir={run_dir}", *NO_WAIT, demo_root=demo_root)
+    launch("run.py", *SLOW_SHARD, spare_nodes(), f"out_dir={run_dir}", *NO_WAIT, demo_root=demo_root)
     job, task = last_job(run_dir), RunFolder(run_dir).submissions()[-1]["tasks"]["0"]
     try:
         node = running_attempt(run_dir, 0, min_files=3).host
@@ -126,7 +134,8 @@ def test_a_lost_node_s_task_is_requeued_on_another_node_losing_only_items_in_fli
 
 def test_a_preempted_task_is_requeued_and_resumes_from_its_checkpoints(tmp_path: Path, demo_root: Path) -> None:
     run_dir = tmp_path / "run"
-    launch("run.py", *SLOW_SHARD, "cluster.partition=low", f"out_dir={run_dir}", *NO_WAIT, demo_root=demo_root)
+    launch("run.py", *SLOW_SHARD, "cluster.partition=low", spare_nodes(), f"out_dir={run_dir}", *NO_WAIT,
+           demo_root=demo_root)
     job, task = last_job(run_dir), RunFolder(run_dir).submissions()[-1]["tasks"]["0"]
     urgent = ""
     try:
