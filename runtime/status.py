@@ -137,14 +137,18 @@ def _duration(seconds: float | None) -> str:
     return f"{hours}:{rest // 60:02d}:{rest % 60:02d}"
 
 
+def _requeues(row: ShardStatus) -> str:
+    """How many times the shard's task was requeued, and why: "1 (PREEMPTED)"."""
+    return f"{row.requeues}" + (f" ({', '.join(row.requeued_after)})" if row.requeued_after else "")
+
+
 def as_table(status: RunStatus) -> str:
     header = ("shard", "items", "done", "failed", "todo", "job", "state", "requeues", "elapsed", "items/s", "eta",
               "last error")
     rows = status.shards
     body = [
         (str(r.shard), str(r.items), str(r.done), f"{r.failed}" + (f" ({r.gave_up} gave up)" if r.gave_up else ""),
-         str(r.todo), r.job or "-", r.state,
-         str(r.requeues) + (f" ({', '.join(r.requeued_after)})" if r.requeued_after else ""), _duration(r.elapsed_s if r.elapsed_s else None),
+         str(r.todo), r.job or "-", r.state, _requeues(r), _duration(r.elapsed_s if r.elapsed_s else None),
          f"{r.rate:.2f}" if r.rate else "-", _duration(r.eta_s), r.last_error[:80])
         for r in rows
     ]

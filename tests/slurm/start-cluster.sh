@@ -18,7 +18,10 @@ PARTITION=main
 HOST=$(hostname -s)
 LOG=/var/log/slurm
 if [[ -n $INSTANCE ]]; then
-    [[ $INSTANCE =~ ^[a-z0-9]+$ ]] || { echo "start-cluster: SHARDPREP_SLURM_INSTANCE=$INSTANCE: use lower-case letters and digits" >&2; exit 2; }
+    if [[ ! $INSTANCE =~ ^[a-z0-9]+$ ]]; then
+        echo "start-cluster: SHARDPREP_SLURM_INSTANCE=$INSTANCE: use lower-case letters and digits" >&2
+        exit 2
+    fi
     CLUSTER=shardprep$INSTANCE
     CONF=/etc/slurm-$INSTANCE
     TAG=-$INSTANCE
@@ -237,7 +240,8 @@ EOC
 # --- slurmdbd + cluster registration -----------------------------------------------------------
 if ! pid_alive /run/slurmdbd.pid slurmdbd; then
     # slurmdbd reads slurmdbd.conf beside $SLURM_CONF: the suite's, whatever the instance.
-    SLURM_CONF=/etc/slurm/slurm.conf timeout 30 slurmdbd </dev/null >>"$LOG/slurmdbd.out" 2>&1 || die "slurmdbd did not start, see $LOG/slurmdbd.log"
+    SLURM_CONF=/etc/slurm/slurm.conf timeout 30 slurmdbd </dev/null >>"$LOG/slurmdbd.out" 2>&1 \
+        || die "slurmdbd did not start, see $LOG/slurmdbd.log"
 fi
 wait_for 60 "slurmdbd (see $LOG/slurmdbd.log)" sacctmgr -n list cluster
 if ! timeout 10 sacctmgr -n -P list cluster format=cluster | grep -qx "$CLUSTER"; then
@@ -276,7 +280,8 @@ done
 deadline=$((SECONDS + 90))
 resumed=0
 until nodes_up && sacct_ok; do
-    ((SECONDS < deadline)) || die "timed out after 90s: nodes '$(node_states | paste -sd, || true)', sacct $(sacct_ok && echo ok || echo failing); see $LOG/"
+    ((SECONDS < deadline)) || die "timed out after 90s: nodes '$(node_states | paste -sd, || true)'," \
+        "sacct $(sacct_ok && echo ok || echo failing); see $LOG/"
     # Nodes left down/drained by an earlier run or test (their slurmd answers now): put them back once.
     down=$(node_states | awk '$2 ~ /^(down|drained|draining|drain|fail|failing)$/ {print $1}' | paste -sd, || true)
     if ((!resumed)) && [[ -n $down ]]; then
