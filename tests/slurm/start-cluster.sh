@@ -34,7 +34,7 @@ else
 fi
 export SLURM_CONF=$CONF/slurm.conf
 # Bump when the generated slurm.conf changes: a running cluster of another layout is reconfigured, not kept.
-LAYOUT="# layout 3: $NODES nodes, partitions main low high"
+LAYOUT="# layout 4: $NODES nodes, partitions main low high"
 NODE_LIST="n[1-$NODES]"
 CTLD_PID=/run/slurmctld$TAG.pid
 # slurmd_pid NODE : the pid file of that node's slurmd (SlurmdPidFile with %n)
@@ -209,7 +209,8 @@ SlurmdLogFile=$LOG/slurmd$TAG-%n.log
 # A node that comes back (its slurmd restarted, a reboot) is usable again without an admin.
 ReturnToService=2
 # A node whose slurmd stops answering is DOWN after this long (default 300 s); its jobs are requeued (JobRequeue).
-SlurmdTimeout=30
+# Not shorter: a slurmd on a loaded 2-core machine must never miss it (the fault tests mark a killed node DOWN).
+SlurmdTimeout=120
 MaxArraySize=1001
 # Short timers for tests.
 KillWait=5
