@@ -16,7 +16,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import REPO, SLURM_TEST_CLUSTER, launch, wait_until
+from conftest import IN_CI, REPO, SLURM_TEST_CLUSTER, launch, wait_until
 from data.minisets import MAKERS
 from test_runtime_slurm import all_files, assert_complete_and_clean, job_finished, last_job, running_attempt
 
@@ -28,12 +28,27 @@ NO_WAIT = tuple(o for o in SLURM_TEST_CLUSTER if o != "wait=true")
 SLOW_SHARD = ("shards=1", "dataset.frames_per_sequence=12", "stage.seconds_per_item=1.0", "stage.batch_size=1")
 
 
+def main_nodes() -> list[str]:
+    return subprocess.run(["sinfo", "-h", "-N", "-p", "main", "-o", "%N"], capture_output=True, text=True,
+                          check=True).stdout.split()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def several_nodes(slurm: None) -> None:
+    """Several nodes, as tests/slurm/start-cluster.sh brings up: one to lose and others to go on."""
+    nodes = main_nodes()
+    if len(nodes) < 3:
+        message = (f"these tests need the 3-node cluster of tests/slurm/start-cluster.sh; this one has {nodes}: "
+                   "run the script (as root)")
+        if IN_CI:
+            pytest.fail(message)
+        pytest.skip(message)
+
+
 def spare_nodes() -> str:
     """`cluster.exclude=` the first node, which SLURM fills first: a killed or preempted node then holds the test's
     task, not the jobs of whatever else uses the cluster meanwhile."""
-    first = subprocess.run(["sinfo", "-h", "-N", "-p", "main", "-o", "%N"], capture_output=True, text=True,
-                           check=True).stdout.split()[0]
-    return f"cluster.exclude={first}"
+    return f"cluster.exclude={main_nodes()[0]}"
 
 
 def scontrol(*args: str) -> str:
