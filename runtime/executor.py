@@ -85,7 +85,9 @@ def slurm_parameters(cluster: dict[str, Any], job_name: str, after: str | None =
         "array_parallelism": int(cluster["array_parallelism"]),
         "signal_delay_s": int(cluster["signal_delay_s"]),
         "setup": render_setup(cluster),
-        "additional_parameters": dict(cluster.get("additional") or {}),
+        # Requeued, not cancelled, when preempted (PreemptMode=REQUEUE) or when its node fails, also on clusters
+        # whose JobRequeue is 0: a task resumes from its checkpoints, so running it again is always safe.
+        "additional_parameters": {"requeue": True, **dict(cluster.get("additional") or {})},
     }
     if after:
         parameters["dependency"] = f"afterok:{after}"

@@ -30,7 +30,8 @@ class Manifest:
     fingerprint: str
     code_version: str
     created: float = field(default_factory=time.time)
-    # When `fingerprint` took effect (creation, or the force=true that changed it): older files are stale.
+    # When `fingerprint` took effect (creation, or the force=true that changed it): older files are stale. By the run
+    # folder's filesystem clock (runtime/fs_clock.py), the clock that stamps the files' mtimes, not a node's.
     fingerprint_since: float = field(default_factory=time.time)
     # Failed attempts before this time do not count against max_attempts (reset by force=true, a changed fingerprint,
     # or retry_failed=true).

@@ -21,6 +21,12 @@ from shardprep.runtime.atomic import write_json
 log = logging.getLogger(__name__)
 
 
+def current_node() -> str:
+    """The node running this code: SLURM's name for it where SLURM runs it (several nodes can share a host name, and
+    a requeued task may land on another node), else the host name."""
+    return os.environ.get("SLURMD_NODENAME") or socket.gethostname()
+
+
 def current_job() -> str:
     """The SLURM array task running this code (`<array job>_<task>`), the plain job id, or `local-<pid>`."""
     env = os.environ
@@ -32,7 +38,7 @@ def current_job() -> str:
 @dataclass
 class Attempt:
     job: str
-    host: str
+    host: str  # the node (current_node): where a requeued task ran each time
     pid: int
     started: float
     restart_count: int
@@ -76,7 +82,7 @@ class ShardProgress:
     def start(self, items: int, valid: int, invalid: int, todo: int) -> Attempt:
         attempt = Attempt(
             job=current_job(),
-            host=socket.gethostname(),
+            host=current_node(),
             pid=os.getpid(),
             started=time.time(),
             restart_count=int(os.environ.get("SLURM_RESTART_COUNT", 0)),

@@ -25,6 +25,7 @@ from shardprep.runtime.errors import ConfigError
 from shardprep.runtime.executor import (
     check_array_size, check_cluster_settings, check_schedulable, make_executor, resolve_backend, submit_array,
 )
+from shardprep.runtime.fs_clock import filesystem_now
 from shardprep.runtime.model_files import check_model_files
 from shardprep.runtime.manifest import Manifest, code_version, fingerprint, items_digest
 from shardprep.runtime.run_folder import RunFolder, UnreadableManifest
@@ -91,7 +92,8 @@ def prepare(config: dict[str, Any]) -> Launch:
     run_fingerprint = fingerprint(config["stage"], [*stage.fingerprint_files(), *dataset.fingerprint_files()], digest,
                                   stage.upstream_fingerprints())
     _check_writable(folder.path)
-    manifest = Manifest(config, plan, len(items), digest, run_fingerprint, code_version())
+    manifest = Manifest(config, plan, len(items), digest, run_fingerprint, code_version(),
+                        fingerprint_since=filesystem_now(folder.path))
     launch = Launch(config, folder, manifest, backend,
                     frames=[sum(max(1, item.weight) for item in items[start:end]) for start, end in plan])
     launch.notes.extend(f"dataset {dataset.name}: {key}={value} (detected from the files; recorded in the manifest)"

@@ -76,6 +76,22 @@ def final_states(job_ids: Iterable[str]) -> dict[str, str]:
     return states
 
 
+def earlier_runs(job_ids: Iterable[str]) -> dict[str, list[str]]:
+    """`<job>_<index>` (or `<job>`) -> how each run of it before the last one ended, oldest first, for the tasks that
+    SLURM ran more than once: PREEMPTED, NODE_FAIL (both requeued by SLURM itself), REQUEUED (asked by the task, e.g.
+    at its time limit). From accounting (`sacct --duplicates`); empty where sacct does not answer."""
+    wanted = sorted({str(job) for job in job_ids})
+    if not wanted:
+        return {}
+    shown = _run(["sacct", "-n", "-P", "-X", "--duplicates", "--format=JobID,State", "-j", ",".join(wanted)])
+    runs: dict[str, list[str]] = {}
+    for line in (shown or "").splitlines():
+        job, _, state = line.partition("|")
+        if "[" not in job and state:
+            runs.setdefault(job, []).append(state.split()[0])
+    return {job: states[:-1] for job, states in runs.items() if len(states) > 1}
+
+
 def partition_limits(partition: str | None) -> str:
     """What the nodes of `partition` (default partition when None) have, for a refusal message; "" if unknown."""
     command = ["sinfo", "-h", "-o", "%P %D %c %m %G %l"]

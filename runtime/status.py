@@ -16,7 +16,7 @@ from typing import Any
 from shardprep.runtime.build import build_dataset, build_stage
 from shardprep.runtime.progress import Attempt
 from shardprep.runtime.run_folder import RunFolder, pid_alive
-from shardprep.runtime.scheduler import final_states, queued_tasks
+from shardprep.runtime.scheduler import earlier_runs, final_states, queued_tasks
 from shardprep.runtime.store import ErrorRecord
 
 
@@ -31,6 +31,7 @@ class ShardStatus:
     job: str
     state: str
     requeues: int
+    requeued_after: list[str]  # how the task's earlier runs ended (PREEMPTED, NODE_FAIL, REQUEUED), oldest first
     elapsed_s: float  # of the shard's last attempt
     rate: float  # items per second in that attempt
     eta_s: float | None  # at that rate, for what the running attempt still has to do
@@ -60,6 +61,7 @@ def run_status(folder: RunFolder) -> RunStatus:
     slurm_jobs = {task.split("_")[0] for task in tasks.values()} | {m["job_id"] for m in merges if m["backend"] == "slurm"}
     queued = queued_tasks(slurm_jobs)
     finished = final_states(job for job in slurm_jobs if not any(t.split("_")[0] == job for t in queued))
+    reruns = earlier_runs(slurm_jobs)
     status = RunStatus([], max_attempts)
     now = time.time()
     for shard, (start, end) in enumerate(manifest.plan):
@@ -80,7 +82,8 @@ def run_status(folder: RunFolder) -> RunStatus:
         status.shards.append(ShardStatus(
             shard=shard, items=end - start, done=len(done_ids), failed=len(failed_ids), gave_up=len(gave_up),
             todo=end - start - len(done_ids), job=job, state=state,
-            requeues=max((attempt.restart_count for attempt in progress.attempts), default=0),
+            requeues=max([len(reruns.get(job, [])), *(attempt.restart_count for attempt in progress.attempts)]),
+            requeued_after=reruns.get(job, []),
             elapsed_s=elapsed, rate=rate, eta_s=eta, last_error=errors[-1].error if errors else "",
         ))
     if merges:
@@ -134,13 +137,18 @@ def _duration(seconds: float | None) -> str:
     return f"{hours}:{rest // 60:02d}:{rest % 60:02d}"
 
 
+def _requeues(row: ShardStatus) -> str:
+    """How many times the shard's task was requeued, and why: "1 (PREEMPTED)"."""
+    return f"{row.requeues}" + (f" ({', '.join(row.requeued_after)})" if row.requeued_after else "")
+
+
 def as_table(status: RunStatus) -> str:
     header = ("shard", "items", "done", "failed", "todo", "job", "state", "requeues", "elapsed", "items/s", "eta",
               "last error")
     rows = status.shards
     body = [
         (str(r.shard), str(r.items), str(r.done), f"{r.failed}" + (f" ({r.gave_up} gave up)" if r.gave_up else ""),
-         str(r.todo), r.job or "-", r.state, str(r.requeues), _duration(r.elapsed_s if r.elapsed_s else None),
+         str(r.todo), r.job or "-", r.state, _requeues(r), _duration(r.elapsed_s if r.elapsed_s else None),
          f"{r.rate:.2f}" if r.rate else "-", _duration(r.eta_s), r.last_error[:80])
         for r in rows
     ]

@@ -31,7 +31,7 @@ def _slurm_answers() -> str | None:
 
 @pytest.fixture(scope="session")
 def slurm() -> None:
-    """The one-node cluster of tests/slurm/start-cluster.sh. Skips where it does not answer; fails in CI."""
+    """The multi-node cluster of tests/slurm/start-cluster.sh. Skips where it does not answer; fails in CI."""
     reason = _slurm_answers()
     if reason is None:
         return
@@ -75,7 +75,7 @@ def launch(script: str, *overrides: str, demo_root: Path | None = None, check: b
     return done
 
 
-# The cluster settings every SLURM test uses: small tasks that fit the one test node.
+# The cluster settings every SLURM test uses: small tasks, many of which fit one test node.
 SLURM_TEST_CLUSTER = ("cluster=slurm", "cluster.mem_gb=1", "cluster.cpus_per_task=1", "cluster.gpus_per_task=0",
                       "cluster.time_min=10", "wait=true")
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The project's test command (README and CI): bring up the one-node SLURM cluster where this machine allows it,
+# The project's test command (README and CI): bring up the three-node SLURM cluster where this machine allows it,
 # then run the whole suite. Without a cluster the SLURM tests skip and say why; in CI (CI=true) that is a failure.
 set -uo pipefail
 cd "$(dirname "$0")/.."

@@ -32,4 +32,6 @@ def test_slurm_parameters_reach_submitit(tmp_path: Path) -> None:
     parameters = executor.parameters
     assert parameters["partition"] == "gpu" and parameters["account"] == "lab" and parameters["qos"] == "high"
     assert parameters["exclude"] == "node7" and parameters["gpus_per_node"] == 2
-    assert parameters["array_parallelism"] == 8 and parameters["additional_parameters"] == {"reservation": "r1"}
+    assert parameters["array_parallelism"] == 8
+    # --requeue always: a preempted task, or one whose node failed, is requeued even where JobRequeue=0
+    assert parameters["additional_parameters"] == {"requeue": True, "reservation": "r1"}
