@@ -3,7 +3,8 @@ the CPU, the debug executor) loaded the way an MMPose training config loads them
 file, its dataset set to MMPose's `Human36mDataset` (demo, H36M names) or a class of shardprep.mmpose_ext (3DHP in
 either joint order, 3DPW) through `custom_imports`, built by mmengine's `Runner.build_dataloader`, every sample through
 MMPose's pipeline (GenerateTarget with the VideoPoseLifting codec, PackPoseInputs). The model inputs must be the
-run's checkpoints' keypoints of the window's frames, the targets the annotation's 3D joints around the right root.
+run's checkpoints' keypoints of the window's frames, the targets the annotation's 3D joints around the right root, the
+merged `part` the annotation's (3DHP: in the class's joint order, mapped by the fixture's own joint names).
 
 Camera files are written as MMPose's converters write them (preprocess_h36m.py: `(subject, camera id)` keys;
 preprocess_mpi_inf_3dhp.py: `S1_Seq1_Cam0` / `TS1` keys); 3DPW has no converter, its files are keyed by scene.
@@ -149,7 +150,8 @@ def test_mmpose_config_loads_the_checkpoints_of_a_real_run(kind: str, seq_len: i
     for split in run.case.splits:
         loader = build_loader(run, split, seq_len, cameras)
         dataset = loader.dataset
-        names = [Path(name).name for name in read_npz(run.annotation(split))["imgname"].tolist()]
+        merged = read_npz(run.annotation(split))
+        names = [Path(name).name for name in merged["imgname"].tolist()]
         assert len(dataset) == len(names) > 0  # every row is a sample: nothing dropped
         seen = 0
         for batch in loader:
@@ -167,18 +169,20 @@ def test_mmpose_config_loads_the_checkpoints_of_a_real_run(kind: str, seq_len: i
                                            rtol=1e-5, atol=1e-6)
                 target = str(sample.metainfo["target_img_path"][0])
                 assert Path(target).name == window[seq_len // 2]
-                joints = annotation_joints(run, split, Path(target).name)
+                joints = annotation_row(run, split, Path(target).name, "S")[:, :3]
                 np.testing.assert_allclose(sample.gt_instance_labels.lifting_target_label.numpy()[0],
                                            joints - joints[run.case.root], atol=1e-5)
+                np.testing.assert_array_equal(merged["part"][names.index(Path(target).name)],
+                                              annotation_row(run, split, Path(target).name, "part"))
                 seen += 1
         assert seen == len(names)
 
 
-def annotation_joints(run: Run, split: str, imgname: str) -> np.ndarray:
-    """The frame's 3D joints (17, 3) m as the dataset's own annotation file holds them, in the class's order."""
+def annotation_row(run: Run, split: str, imgname: str, key: str) -> np.ndarray:
+    """The frame's joints (17, C) under `key` as the dataset's own annotation file holds them, in the class's order."""
     arrays = np.load(min(path for path in run.data.rglob("*.npz") if split in path.name))
     row = [Path(name).name for name in arrays["imgname"].tolist()].index(imgname)
-    joints = arrays["S"][row, :, :3]
+    joints = arrays[key][row]
     if run.kind.startswith("3dhp") and not run.case.in_mpi_order:  # the converter's file is in MPI order
         joints = joints[np.argsort(CONVERTER_FROM_H36M)]
     return joints
