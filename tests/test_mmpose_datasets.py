@@ -1,13 +1,15 @@
 """Merged files of a real depth run (`launch/depth.py stage=depth_demo`: seeded random RTMPose and Depth Anything on
 the CPU, the debug executor) loaded the way an MMPose training config loads them: MMPose's own VideoPose3D config
-file, its dataset set to MMPose's `Human36mDataset` (demo, H36M names) or a class of shardprep.mmpose_ext (3DHP in
-either joint order, 3DPW) through `custom_imports`, built by mmengine's `Runner.build_dataloader`, every sample through
+file, its dataset set to MMPose's `Human36mDataset` (demo, H36M names; Fit3D as AugLift names its frames) or a class
+of shardprep.mmpose_ext (3DHP as MMPose's converter writes it, in either joint order; 3DPW as AugLift names its
+frames) through `custom_imports`, each launched with the dataset's default config, built by mmengine's `Runner.build_dataloader`, every sample through
 MMPose's pipeline (GenerateTarget with the VideoPoseLifting codec, PackPoseInputs). The model inputs must be the
 run's checkpoints' keypoints of the window's frames, the targets the annotation's 3D joints around the right root, the
 merged `part` the annotation's (3DHP: in the class's joint order, mapped by the fixture's own joint names).
 
 Camera files are written as MMPose's converters write them (preprocess_h36m.py: `(subject, camera id)` keys;
-preprocess_mpi_inf_3dhp.py: `S1_Seq1_Cam0` / `TS1` keys); 3DPW has no converter, its files are keyed by scene.
+preprocess_mpi_inf_3dhp.py: `S1_Seq1_Cam0` / `TS1` keys); 3DPW has no converter, its files are keyed by scene;
+Fit3D's by what `Human36mDataset` parses from its names.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import pytest
 from conftest import launch
 from PIL import Image
 
-from data.minisets import h36m_to_converter_order, make_3dhp, make_3dpw
+from data.minisets import h36m_to_converter_order, make_3dhp, make_3dpw, make_fit3d
 
 from shardprep.runtime.npz import read_npz
 
@@ -48,6 +50,7 @@ CASES = {
     "3dhp": Case("ShardprepMPIINF3DHPDataset", H36M_ROOT, False, ("train", "test")),
     "3dhp_mpi": Case("ShardprepMPIINF3DHPMPIOrderDataset", MPI_ROOT, True, ("train", "test")),
     "3dpw": Case("Shardprep3DPWDataset", H36M_ROOT, False, ("train", "test")),
+    "fit3d": Case("Human36mDataset", H36M_ROOT, False, ("all",)),
 }
 
 
@@ -77,7 +80,9 @@ def write_cameras(run: Run, path: Path) -> tuple[Path, tuple[int, int]]:
     for split in run.case.splits:
         for imgname in read_npz(run.annotation(split))["imgname"].tolist():
             name = Path(imgname).name
-            if run.kind == "demo":  # S9_Demo_1.55011271_000001.jpg: (subject, camera id)
+            if run.kind in ("demo", "fit3d"):  # Human36mDataset's lookup: (subject, text after the first `.` up to
+                # `_`): S9_Demo_1.55011271_000001.jpg -> (S9, 55011271); Fit3D's s03_..._walk_the_box.mp4_000000.jpg
+                # -> (s03, mp4): Fit3D has no converter and no camera file of MMPose's
                 key = (name.split("_")[0], name.rsplit(".", 2)[1].split("_")[0])
             elif run.kind == "3dpw":  # courtyard_relaxOnBench_00_participant0_frame00000.jpg: the scene
                 key = name.rsplit("_participant", 1)[0]
@@ -103,8 +108,8 @@ def real_runs(tmp_path_factory: pytest.TempPathFactory):
         base = tmp_path_factory.mktemp(kind)
         if kind == "demo":
             dataset, data, demo_root = ["dataset=demo"], base / "demo", base / "demo"
-        else:
-            make = make_3dpw if kind == "3dpw" else make_3dhp
+        else:  # 3DPW and Fit3D as AugLift names their frames (the default config detects the layout)
+            make = {"3dpw": lambda root: make_3dpw(root, layout="auglift"), "fit3d": make_fit3d}.get(kind, make_3dhp)
             dataset, data, demo_root = make(base / "data"), base / "data", None
             if kind == "3dhp_mpi":
                 dataset.append("dataset.joint_order=mpi")
@@ -180,7 +185,8 @@ def test_mmpose_config_loads_the_checkpoints_of_a_real_run(kind: str, seq_len: i
 
 def annotation_row(run: Run, split: str, imgname: str, key: str) -> np.ndarray:
     """The frame's joints (17, C) under `key` as the dataset's own annotation file holds them, in the class's order."""
-    arrays = np.load(min(path for path in run.data.rglob("*.npz") if split in path.name))
+    files = sorted(run.data.rglob("*.npz"))
+    arrays = np.load(files[0] if len(files) == 1 else min(path for path in files if split in path.name))
     row = [Path(name).name for name in arrays["imgname"].tolist()].index(imgname)
     joints = arrays[key][row]
     if run.kind.startswith("3dhp") and not run.case.in_mpi_order:  # the converter's file is in MPI order
