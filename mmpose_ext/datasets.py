@@ -54,8 +54,8 @@ class _ParsedVideos(Human36mDataset):
     def get_camera_param(self, imgname) -> dict:  # noqa: ANN001 (MMPose's signature)
         key = self._match(imgname)[self.camera_group]
         if key not in self.camera_param:
-            raise ValueError(f"{type(self).__name__}: {self.camera_param_file} has no camera {key!r} (for {imgname!r}); "
-                             f"it holds e.g. {sorted(self.camera_param)[:3]}")
+            raise ValueError(f"{type(self).__name__}: {self.camera_param_file} has no camera {key!r} (for "
+                             f"{imgname!r}); it holds e.g. {sorted(self.camera_param)[:3]}")
         return self.camera_param[key]
 
     def get_sequence_indices(self) -> list[list[int]]:
@@ -81,7 +81,8 @@ class ShardprepMPIINF3DHPDataset(_ParsedVideos):
     """Merged 3DHP files in H36M order (`dataset.joint_order=h36m`, the default): `S1_Seq1_Cam0_000001.jpg` (one
     video per subject, sequence, camera) or `TS1_000001.jpg`; cameras keyed as the converter keys them."""
 
-    naming = re.compile(r"(?P<sequence>(?P<subject>T?S\d+)(?:_(?P<video>Seq\d+)_Cam(?P<camera>\d+))?)_(?P<frame>\d+)\.\w+")
+    naming = re.compile(
+        r"(?P<sequence>(?P<subject>T?S\d+)(?:_(?P<video>Seq\d+)_Cam(?P<camera>\d+))?)_(?P<frame>\d+)\.\w+")
     camera_group = "sequence"
 
 

@@ -1,11 +1,12 @@
 """Merged files of a real depth run (`launch/depth.py stage=depth_demo`: seeded random RTMPose and Depth Anything on
-the CPU, the debug executor) loaded the way an MMPose training config loads them: MMPose's own VideoPose3D config
-file, its dataset set to MMPose's `Human36mDataset` (demo, H36M names; Fit3D as AugLift names its frames) or a class
-of shardprep.mmpose_ext (3DHP as MMPose's converter writes it, in either joint order; 3DPW as AugLift names its
-frames) through `custom_imports`, each launched with the dataset's default config, built by mmengine's `Runner.build_dataloader`, every sample through
-MMPose's pipeline (GenerateTarget with the VideoPoseLifting codec, PackPoseInputs). The model inputs must be the
-run's checkpoints' keypoints of the window's frames, the targets the annotation's 3D joints around the right root, the
-merged `part` the annotation's (3DHP: in the class's joint order, mapped by the fixture's own joint names).
+the CPU; 3DHP as a real SLURM array, the others in the debug executor), each launched with the dataset's default
+config, loaded the way an MMPose training config loads them: MMPose's own VideoPose3D config file, its dataset set to
+MMPose's `Human36mDataset` (demo, H36M names; Fit3D as AugLift names its frames) or a class of shardprep.mmpose_ext
+(3DHP as MMPose's converter writes it, in either joint order; 3DPW as AugLift names its frames) through
+`custom_imports`, built by mmengine's `Runner.build_dataloader`, every sample through MMPose's pipeline (GenerateTarget
+with the VideoPoseLifting codec, PackPoseInputs). The model inputs must be the run's checkpoints' keypoints of the
+window's frames, the targets the annotation's 3D joints around the right root, the merged `part` the annotation's
+(3DHP: in the class's joint order, mapped by the fixture's own joint names).
 
 Camera files are written as MMPose's converters write them (preprocess_h36m.py: `(subject, camera id)` keys;
 preprocess_mpi_inf_3dhp.py: `S1_Seq1_Cam0` / `TS1` keys); 3DPW has no converter, its files are keyed by scene;
@@ -20,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import launch
+from conftest import SLURM_TEST_CLUSTER, launch
 from PIL import Image
 
 from data.minisets import h36m_to_converter_order, make_3dhp, make_3dpw, make_fit3d
@@ -30,7 +31,8 @@ from shardprep.runtime.npz import read_npz
 pytest.importorskip("mmpose", reason="mmpose is not installed (the models extra)")
 
 # MMPose's VideoPose3D configs (shipped in the mmpose wheel): 27 frames centred, and one frame.
-CONFIGS = {27: "video-pose-lift_tcn-27frm-supv_8xb128-160e_h36m.py", 1: "video-pose-lift_tcn-1frm-supv-cpn-ft_8xb128-160e_h36m.py"}
+CONFIGS = {27: "video-pose-lift_tcn-27frm-supv_8xb128-160e_h36m.py",
+           1: "video-pose-lift_tcn-1frm-supv-cpn-ft_8xb128-160e_h36m.py"}
 # The index of the pelvis: 0 in H36M order; 14 in the 3DHP converter's order (MMPose's 3DHP metainfo, `root`).
 H36M_ROOT, MPI_ROOT = 0, 14
 # Converter (MPI) slot j holds H36M joint CONVERTER_FROM_H36M[j]: the fixture's own mapping, derived from joint names.
@@ -43,11 +45,12 @@ class Case:
     root: int
     in_mpi_order: bool  # the merged file keeps the 3DHP converter's joint order
     splits: tuple[str, ...]
+    through_slurm: bool = False  # launched as a real SLURM array (the others: the in-process debug executor)
 
 
 CASES = {
     "demo": Case("Human36mDataset", H36M_ROOT, False, ("",)),
-    "3dhp": Case("ShardprepMPIINF3DHPDataset", H36M_ROOT, False, ("train", "test")),
+    "3dhp": Case("ShardprepMPIINF3DHPDataset", H36M_ROOT, False, ("train", "test"), through_slurm=True),
     "3dhp_mpi": Case("ShardprepMPIINF3DHPMPIOrderDataset", MPI_ROOT, True, ("train", "test")),
     "3dpw": Case("Shardprep3DPWDataset", H36M_ROOT, False, ("train", "test")),
     "fit3d": Case("Human36mDataset", H36M_ROOT, False, ("all",)),
@@ -95,7 +98,7 @@ def write_cameras(run: Run, path: Path) -> tuple[Path, tuple[int, int]]:
 
 
 @pytest.fixture(scope="module")
-def real_runs(tmp_path_factory: pytest.TempPathFactory):
+def real_runs(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory):
     """`real_runs(kind)`: launch/depth.py + launch/merge.py as a user runs them (once per kind and module), with the
     smallest wheel-shipped RTMPose config and a tiny random Depth Anything (the demo's models, at test cost)."""
     from models.depth_models import RTMPOSE_T, tiny_depth_anything
@@ -114,7 +117,10 @@ def real_runs(tmp_path_factory: pytest.TempPathFactory):
             if kind == "3dhp_mpi":
                 dataset.append("dataset.joint_order=mpi")
         overrides = (*dataset, "stage=depth_demo", f"out_dir={base / 'run'}")
-        launch("depth.py", *overrides, "cluster=debug", "shards=2", f"stage.pose.config={RTMPOSE_T}",
+        if CASES[kind].through_slurm:
+            request.getfixturevalue("slurm")  # skips where no cluster answers
+        cluster = SLURM_TEST_CLUSTER if CASES[kind].through_slurm else ("cluster=debug",)
+        launch("depth.py", *overrides, *cluster, "shards=2", f"stage.pose.config={RTMPOSE_T}",
                f"stage.depth.model={tiny_depth_anything(base / 'tiny-da')}", demo_root=demo_root)
         launch("merge.py", *overrides, demo_root=demo_root)
         checkpoints = {path.stem: path for path in (base / "run/checkpoints").rglob("*.npz")}
@@ -147,7 +153,8 @@ def build_loader(run: Run, split: str, seq_len: int, cameras: Path):
     return Runner.build_dataloader(loader)
 
 
-@pytest.mark.parametrize("kind", sorted(CASES))
+@pytest.mark.parametrize("kind", [pytest.param(kind, marks=pytest.mark.slurm) if CASES[kind].through_slurm else kind
+                                  for kind in sorted(CASES)])
 @pytest.mark.parametrize("seq_len", sorted(CONFIGS))
 def test_mmpose_config_loads_the_checkpoints_of_a_real_run(kind: str, seq_len: int, real_runs, tmp_path: Path) -> None:
     run = real_runs(kind)
@@ -234,3 +241,14 @@ def test_rows_out_of_frame_order_are_refused(real_runs, tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="not in frame order at 'S1_Seq1_Cam0_000001.jpg'"):
         ShardprepMPIINF3DHPDataset(ann_file=str(tmp_path / "shuffled.npz"), data_root="", data_prefix=dict(img=""),
                                    seq_len=2, pipeline=[], test_mode=True)
+
+
+def test_a_camera_file_without_the_video_is_refused_naming_it(real_runs, tmp_path: Path) -> None:
+    from shardprep.mmpose_ext.datasets import ShardprepMPIINF3DHPDataset
+
+    run = real_runs("3dhp")
+    with open(tmp_path / "cameras_train.pkl", "wb") as handle:  # keyed as the converter keys it, one camera short
+        pickle.dump({"S2_Seq1_Cam0": dict(w=128, h=128)}, handle)
+    with pytest.raises(ValueError, match="has no camera 'S1_Seq1_Cam0' .*it holds e.g. \\['S2_Seq1_Cam0'\\]"):
+        ShardprepMPIINF3DHPDataset(ann_file=str(run.annotation("train")), data_root="", data_prefix=dict(img=""),
+                                   camera_param_file=str(tmp_path / "cameras_train.pkl"), pipeline=[], test_mode=True)
