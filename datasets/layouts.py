@@ -112,6 +112,6 @@ def choose(dataset: str, fits: Sequence[Fit], listing: Listing, setting: str) ->
     for fit in fits:
         split, row, relative = fit.first  # type: ignore[misc]
         details.append(f"under layout {fit.layout.describe()} {fit.missing} of {fit.rows} images are missing, first "
-                       f"{listing.root / relative} ({split} row {row})")
+                       f"{listing.root / relative} ({f'{split} row' if split else 'row'} {row})")
     hint = listing.example(fits[0].first[2])  # type: ignore[index]
     raise ConfigError(f"dataset {dataset}: {'; '.join(details)}; {hint}: fix dataset.image_root, or set {setting}")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import posixpath
 import re
+from collections.abc import Mapping
 from pathlib import Path, PureWindowsPath
 from typing import Any, ClassVar
 
@@ -19,7 +20,7 @@ from PIL import Image, UnidentifiedImageError
 from shardprep.datasets.annotation_file import load_npz
 from shardprep.datasets import joints
 from shardprep.datasets.base import Dataset, Item
-from shardprep.datasets.layouts import Layout
+from shardprep.datasets.layouts import Layout, Listing, check_layouts, choose
 from shardprep.runtime.errors import ConfigError
 
 REQUIRED_KEYS = ("imgname", "center", "scale", "part")
@@ -116,7 +117,7 @@ class MMPoseDataset(Dataset):
 
     Where a row's image file is comes from a `Layout` (datasets/layouts.py): the adapter's known `layouts`, one named
     by `layout`, or `image_pattern` (+ `frame_offset`) given by the user; `layout: auto` leaves the choice to the
-    launch-time check of the files (SplitDataset.validate), which records it in the run's config.
+    launch-time check of the files (`validate`, `choose_layout`), which records it in the run's config.
     """
 
     layouts: ClassVar[dict[str, Layout]] = {"imgname": Layout("imgname")}
@@ -146,11 +147,19 @@ class MMPoseDataset(Dataset):
         return self._arrays
 
     def validate(self) -> None:
+        self.check_annotation()
+        choose_layout(self.name, {"": self})
+
+    def check_annotation(self) -> None:
+        """Everything `validate` checks but the images (SplitDataset checks those over all its splits at once)."""
         if not self.image_root.is_dir():
             raise ConfigError(f"image root not found: {self.image_root} (set dataset.image_root or dataset.root)")
         self.arrays  # loads and checks the annotation file
         self.check_names()
         check_unique_ids(str(self.annotation), self.labelled_rows())
+
+    def resolved_settings(self) -> dict[str, Any]:
+        return {"layout": self.layout.name} if len(self.candidates) > 1 and self.layout is not None else {}
 
     def check_names(self) -> None:
         """Refuse imgnames the adapter cannot parse (before ids are made from them); any name is a path here."""
@@ -207,6 +216,25 @@ class MMPoseDataset(Dataset):
 
     def fingerprint_files(self) -> list[Path]:
         return [self.annotation]
+
+
+def choose_layout(dataset: str, parts: Mapping[str, MMPoseDataset]) -> Layout:
+    """Every row's image must exist (one directory listing per folder, never a stat per row); of several known layouts
+    the one under which all of them exist is the run's, set on every part. The parts (splits, keyed by name) share
+    one image root and adapter."""
+    first = next(iter(parts.values()))
+    rows = (
+        (split, row, name, part.fields(name))
+        for split, part in parts.items()
+        for row, name in enumerate(part.arrays["imgname"].tolist())
+    )
+    setting = ("dataset.image_pattern" if first.candidates[0].name == "custom"
+               else f"dataset.layout (one of {', '.join(first.layouts)}) or dataset.image_pattern")
+    listing = Listing(first.image_root)
+    chosen = choose(dataset, check_layouts(rows, first.candidates, listing), listing, setting)
+    for part in parts.values():
+        part.layout = chosen
+    return chosen
 
 
 def gt_box(row: dict[str, np.ndarray], image_size: tuple[int, int]) -> np.ndarray:

@@ -15,8 +15,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from shardprep.datasets.base import Dataset, Item
-from shardprep.datasets.layouts import Listing, check_layouts, choose
-from shardprep.datasets.mmpose_npz import MMPoseDataset, check_unique_ids
+from shardprep.datasets.mmpose_npz import MMPoseDataset, check_unique_ids, choose_layout
 from shardprep.runtime.errors import ConfigError
 
 # Per-row shapes of the annotation keys that have a fixed layout (MMPose body-3D, 17 joints).
@@ -41,34 +40,17 @@ class SplitDataset(Dataset):
         }
         # Subject lists per output subset, for `launch/split.py`; not used to enumerate items.
         self.subjects = subjects or {}
-        self._detected: str | None = None  # the layout `validate` chose among several
 
     def validate(self) -> None:
         for split, part in self.parts.items():
-            part.validate()
+            part.check_annotation()
             check_row_shapes(part.annotation, part.arrays)
         check_unique_ids(f"dataset {self.name}", [row for split, part in self.parts.items()
                                                   for row in part.labelled_rows(split)])
-        self._choose_layout()
-
-    def _choose_layout(self) -> None:
-        """Every row's image must exist; with several known layouts, the one under which all exist is the run's."""
-        first = next(iter(self.parts.values()))
-        rows = (
-            (split, row, name, part.fields(name))
-            for split, part in self.parts.items()
-            for row, name in enumerate(part.arrays["imgname"].tolist())
-        )
-        setting = ("dataset.image_pattern" if first.candidates[0].name == "custom"
-                   else f"dataset.layout (one of {', '.join(first.layouts)}) or dataset.image_pattern")
-        chosen = choose(self.name, check_layouts(rows, first.candidates, Listing(first.image_root)),
-                        Listing(first.image_root), setting)
-        self._detected = chosen.name if len(first.candidates) > 1 else None
-        for part in self.parts.values():
-            part.layout = chosen
+        choose_layout(self.name, self.parts)  # one layout for every split
 
     def resolved_settings(self) -> dict[str, Any]:
-        return {"layout": self._detected} if self._detected else {}
+        return next(iter(self.parts.values())).resolved_settings()
 
     @property
     def joint_names(self) -> tuple[str, ...]:

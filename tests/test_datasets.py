@@ -142,6 +142,24 @@ def test_missing_image_is_refused_at_launch_with_nothing_submitted(tmp_path: Pat
     assert not out.exists() or not any(out.iterdir())
 
 
+def test_bare_mmpose_dataset_refuses_a_missing_image_at_launch(tmp_path: Path) -> None:
+    """`MMPoseDataset` (any NPZ in MMPose's body-3D format + an image folder) checks its images before submission too."""
+    make_h36m_like = MAKERS["h36m"]
+    root = Path(make_h36m_like(tmp_path / "h36m")[1].split("=", 1)[1])
+    missing = "S5/S5_Walking_1.54138969/S5_Walking_1.54138969_000002.jpg"
+    (root / "images" / missing).unlink()
+    out = tmp_path / "run"
+    done = launch("run.py", "stage=image_stats", "dataset._target_=shardprep.datasets.mmpose_npz.MMPoseDataset",
+                  "dataset.name=mine", "~dataset.root", "~dataset.sequences", "~dataset.frames_per_sequence",
+                  f"+dataset.annotation={root / 'annotation_body3d/fps10/h36m_train.npz'}",
+                  f"+dataset.image_root={root / 'images'}", "cluster=debug", f"out_dir={out}", check=False)
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+    line = done.stderr.strip().splitlines()[-1]
+    assert f"1 of 6 images are missing, first {root / 'images' / missing} (row 4)" in line, line
+    assert "holds e.g. 'S5_Walking_1.54138969_000001.jpg'" in line and "dataset.image_root" in line
+    assert not out.exists() or not any(out.iterdir())
+
+
 def test_detected_layout_is_printed_and_recorded(tmp_path: Path) -> None:
     out = tmp_path / "run"
     done = launch("run.py", "stage=image_stats", *make_fit3d(tmp_path / "fit3d", layout="auglift_no_mp4"),

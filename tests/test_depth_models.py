@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 from conftest import SLURM_TEST_CLUSTER, launch
 from shardprep.runtime.npz import read_npz
 from shardprep.stages.depth.files import STACK
@@ -167,7 +168,8 @@ def test_gt_box_mode_of_the_dataset_overrides_the_detector(models: list[str], de
 
 
 def bad_demo(demo_root: Path, tmp: Path) -> tuple[Path, Path]:
-    """A copy of the demo annotations with a corrupt image, a missing image, a zero-size box and an all-zero row."""
+    """A copy of the demo annotations with a corrupt image, a 32-bit float image (no known range), a zero-size box and an
+    all-zero row. (A missing image is refused at launch, tests/test_datasets.py.)"""
     from shardprep.datasets.demo import ANNOTATION, DemoDataset
     from shardprep.runtime.npz import write_npz
 
@@ -179,7 +181,7 @@ def bad_demo(demo_root: Path, tmp: Path) -> tuple[Path, Path]:
         arrays = {key: data[key].copy() for key in data.files}
     names = arrays["imgname"].tolist()
     (images / names[1]).write_bytes(b"not a jpeg")            # corrupt image
-    (images / names[2]).unlink()                               # missing image
+    Image.fromarray(np.ones((8, 8), np.float32), mode="F").save(images / names[2], format="TIFF")  # 32-bit float
     arrays["scale"][3] = 0.0                                   # zero-size box
     for key in ("center", "scale", "part", "S"):               # all-zero annotation row
         arrays[key][7] = 0
@@ -200,7 +202,7 @@ def test_bad_inputs_are_recorded_and_the_shard_goes_on(models: list[str], demo_r
     failed = {record["item"]: record for record in errors}
     assert len(failed) == 2, errors
     messages = " ".join(json.dumps(record) for record in errors)
-    assert "cannot decode image" in messages and "image not found" in messages
+    assert "cannot decode image" in messages and "intensity range is unknown" in messages
     frames = {path.stem: read_npz(path) for path in out.glob("checkpoints/shard-*/*.npz")}
     assert len(frames) == 10 and not set(frames) & set(failed)
     for arrays in frames.values():

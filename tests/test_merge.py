@@ -168,30 +168,6 @@ def test_merge_after_runs_the_merge_once_the_shards_are_done(h36m: list[str], tm
     assert merged["valid"].all() and merged["stats_mean"].shape == (6, 3)
 
 
-def test_mmpose_loads_the_xycd_npz_and_dets(h36m: list[str], tmp_path: Path) -> None:
-    pytest.importorskip("mmpose", reason="mmpose is not installed (the models extra)")
-    from mmpose.datasets import Human36mDataset
-
-    args = fake_depth_run(tmp_path / "run", h36m, shards=2)
-    run_merge(args)
-    out = tmp_path / "run" / "merged"
-    dataset = Human36mDataset(
-        ann_file=str(out / "h36m_xycd_train.npz"),
-        data_root="",
-        data_prefix=dict(img=""),
-        seq_len=1,
-        causal=True,
-        keypoint_2d_src="detection",
-        keypoint_2d_det_file=str(out / "h36m_xycd_train_dets.npy"),
-        pipeline=[],
-        test_mode=True,
-    )
-    merged = read_npz(out / "h36m_xycd_train.npz")
-    assert len(dataset) == len(merged["imgname"])
-    first = dataset.get_data_info(0)
-    np.testing.assert_allclose(first["keypoints"][0], merged["predicted_keypoints"][0], rtol=1e-5)
-
-
 def test_merge_without_a_stage_takes_the_datasets_only_run(h36m: list[str], tmp_path: Path,
                                                            monkeypatch: pytest.MonkeyPatch) -> None:
     """`launch/merge.py dataset=X` with no stage: the depth run if there is one, else the dataset's only run (as
@@ -225,26 +201,6 @@ def test_merged_files_name_their_joints_and_units(h36m: list[str], tmp_path: Pat
     assert units["S"].startswith("m ") and units["part"].startswith("px") and units["predicted_depth_point"].startswith("m")
     with h5py.File(tmp_path / "run/merged/h36m_xycd_test.h5") as handle:
         assert json.loads(handle.attrs["joint_names"]) == expected and json.loads(handle.attrs["units"]) == units
-
-
-def test_3dhp_in_mpi_order_gets_its_predictions_reordered(tmp_path: Path) -> None:
-    from data.minisets import make_3dhp
-
-    from shardprep.runtime.run_folder import RunFolder
-
-    run = tmp_path / "run"
-    args = fake_depth_run(run, make_3dhp(tmp_path / "3dhp"), shards=1)  # predictions = H36M-order ground truth
-    folder = RunFolder(run)
-    manifest = folder.manifest()
-    manifest.config["dataset"]["joint_order"] = "mpi"  # the run's dataset keeps the converter's order
-    folder.write_manifest(manifest)
-    run_merge(args)
-    for split in ("train", "test"):
-        merged = read_npz(run / f"merged/3dhp_xycd_{split}.npz")
-        np.testing.assert_allclose(merged["predicted_keypoints"], merged["part"][..., :2], rtol=1e-6)
-        assert merged["joint_names"].tolist()[14] == "root"  # MMPose's 3DHP root_index=14
-        dets = np.load(run / f"merged/3dhp_xycd_{split}_dets.npy")
-        np.testing.assert_array_equal(dets[..., :2], merged["predicted_keypoints"])
 
 
 def test_counts_per_split_and_drop_invalid(h36m: list[str], tmp_path: Path) -> None:

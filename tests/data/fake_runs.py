@@ -1,4 +1,6 @@
-"""A finished depth run without models: manifest + per-item checkpoints in the depth stage's schema, for merge tests.
+"""A finished depth run without models: manifest + per-item checkpoints in the depth stage's schema, for the merge's
+and split's own tests, which need predictions they can predict (and undetected items). Loading merged files in MMPose
+is tested on real depth runs (tests/test_mmpose_datasets.py), not on these.
 
 The manifest is planned like a real launch (same item order, shard plan and digest); the "predictions" are each
 row's own ground truth (keypoints = part[:, :2]), so a merged file is row-aligned exactly when
