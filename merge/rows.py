@@ -32,7 +32,7 @@ from shardprep.runtime.store import FINGERPRINT_KEY
 
 FORMATS = ("xycd", "hdf5")
 # Per-file (not per-row) arrays of a merged NPZ beside the fingerprint; HDF5 keeps them as attributes.
-METADATA_KEYS = ("joint_names", "units")
+METADATA_KEYS = ("joint_names", "units", "environments")  # one value per merged file
 SHOWN_SHARDS = 10
 
 

@@ -121,7 +121,8 @@ def failure_section(records: Sequence[ErrorRecord]) -> str:
 
 def previews_section(cards: Sequence[Card], has_preview: bool, n: int, stage: str) -> str:
     if not has_preview:
-        return page.paragraph(f"stage {stage!r} has no preview (conf/report/{stage}.yaml would name one)", note=True)
+        return page.paragraph(f"stage {stage!r} has no preview (report/{stage}.yaml in the config search path would name "
+                              "one)", note=True)
     if not cards:
         return page.paragraph("no complete item to preview yet" if n > 0 else "n=0: no previews asked", note=True)
     return page.paragraph(f"{len(cards)} items evenly spaced over the complete ones (n={n})") + page.cards(cards)

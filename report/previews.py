@@ -1,5 +1,6 @@
 """Previews of a few items of a run, chosen by the run's stage: `conf/report/<stage name>.yaml` names a callable
-(`_target_`, built with that file's other keys) that draws them. A stage without such a file gets no previews; a
+(`_target_`, built with that file's other keys; a stage from an extra config search path keeps its own there)
+that draws them. A stage without such a file gets no previews; a
 new stage brings its own by adding that one file, as it brings its merge (merge/job.py).
 
 The sample is deterministic: `n` items evenly spaced over the run's complete items, in item order.
@@ -17,7 +18,8 @@ from hydra.utils import instantiate
 
 from shardprep.datasets.base import Dataset, Item
 from shardprep.runtime.build import build_stage
-from shardprep.runtime.config import CONF_DIR, load_config
+from shardprep.runtime.config import load_config
+from shardprep.runtime.errors import ConfigError
 from shardprep.runtime.manifest import Manifest
 from shardprep.runtime.outputs import Output
 from shardprep.runtime.run_folder import RunFolder
@@ -56,11 +58,18 @@ class Preview(Protocol):
 
 
 def preview_for(stage_name: str, argv: Sequence[str]) -> Preview | None:
-    """The preview of the stage, built from `conf/report/<stage name>.yaml`; None when there is none."""
-    if not (CONF_DIR / "report" / f"{stage_name}.yaml").is_file():
-        return None
-    config = load_config(argv, defaults=[f"+report={stage_name}"], strict=False)
-    return instantiate(config["report"], _convert_="all")
+    """The preview of the stage, built from `report/<stage name>.yaml` of the config search path (conf/, and an
+    extra `hydra.searchpath` on the command line); None when there is none."""
+    try:
+        config = load_config(argv, defaults=[f"+report={stage_name}"], strict=False)
+    except ConfigError as error:
+        if f"Could not find 'report/{stage_name}'" in str(error):
+            return None
+        raise
+    try:
+        return instantiate(config["report"], _convert_="all")
+    except Exception as error:  # Hydra wraps the constructor's error; the user fixes report/<stage>.yaml
+        raise ConfigError(f"report/{stage_name}.yaml: cannot build its preview: {error}") from None
 
 
 def sample(complete: Sequence[T], n: int) -> list[T]:

@@ -5,6 +5,7 @@ screenshot that is not blank. Without Chromium the browser tests skip and say wh
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -13,6 +14,7 @@ import pytest
 from PIL import Image
 
 from conftest import IN_CI, launch
+from shardprep.runtime.run_folder import RunFolder
 from shardprep.tests.browser.chromium import Browser, find_chromium
 
 PREVIEWS = 2
@@ -105,3 +107,38 @@ def test_bad_n_is_refused(tmp_path: Path) -> None:
     done = launch("report.py", f"out_dir={tmp_path}", "n=-1", check=False)
     assert done.returncode == 2 and done.stderr.startswith("shardprep: error: n=-1:")
     assert not (tmp_path / "report").exists()
+
+
+def test_events_previews_show_the_clip_window(tmp_path: Path, demo_root: Path) -> None:
+    run_dir = tmp_path / "run"
+    launch("events.py", "dataset=dsec_demo", "cluster=debug", f"out_dir={run_dir}", demo_root=demo_root)
+    launch("report.py", "dataset=dsec_demo", "stage=events", f"out_dir={run_dir}", "n=2", demo_root=demo_root)
+    report = run_dir / "report"
+    assert sorted(path.name for path in report.glob("events-*.png")) == ["events-000.png", "events-001.png"]
+    html = (report / "index.html").read_text()
+    folder = RunFolder(run_dir)
+    _, items = folder.checked_items(folder.manifest())  # the dataset's order
+    ids = [item.id for item in items]
+    assert len(list(run_dir.glob("checkpoints/*/*.events.npz"))) == len(ids)  # all complete
+    first = np.load(next(run_dir.glob(f"checkpoints/*/{ids[0]}.events.npz")))
+    assert re.findall(r"<h3>([^<]+)</h3>", html.split('id="previews"')[1]) == [ids[0], ids[-1]]  # evenly spaced
+    assert f"<td>window start (µs)</td><td>{int(first['start_us'])}</td>" in html
+    assert f"<td>events</td><td>{int(first['count'])}</td>" in html
+
+
+def test_external_tool_previews_list_each_videos_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from external_helpers import make_videos, use_tools, video_overrides
+
+    root = tmp_path / "videos"
+    make_videos(root, train=2, val=0)
+    use_tools(monkeypatch, tmp_path / "out")
+    launch("run.py", "stage=test_camera", *video_overrides(root), "cluster=debug")
+    launch("report.py", "stage=test_camera", *video_overrides(root))
+    run_dir = tmp_path / "out" / "video" / "test_camera"
+    html = (run_dir / "report" / "index.html").read_text()
+    for item in ("train__clip0", "train__clip1"):
+        poses = next(run_dir.glob(f"checkpoints/*/{item}.camera")) / "poses.npy"
+        array = np.load(poses)
+        assert f"<td>camera: {item}.camera/poses.npy</td><td>{poses.stat().st_size:,} bytes, {array.dtype} " \
+               f"{tuple(array.shape)}</td>" in html
+        assert f"<td>camera: {item}.camera/meta.json</td>" in html
