@@ -18,7 +18,9 @@ from shardprep.report import page
 from shardprep.report.previews import Card, preview_for, preview_job
 from shardprep.report.progress_plot import plot_progress, time_span
 from shardprep.runtime.atomic import atomic_path
-from shardprep.runtime.progress import producing_environments
+from shardprep.runtime.errors import ConfigError
+from shardprep.runtime.manifest import Manifest
+from shardprep.runtime.progress import ShardProgress, producing_environments
 from shardprep.runtime.run_folder import RunFolder
 from shardprep.runtime.status import RunStatus, failures, local_time, run_status
 from shardprep.runtime.store import ErrorRecord
@@ -39,21 +41,28 @@ def write_report(folder: RunFolder, argv: Sequence[str], n: int) -> Path:
         tmp.mkdir()
         plotted = plot_progress(progresses, tmp / PROGRESS_PLOT)
         preview = preview_for(config["stage"]["name"], argv)
-        cards: list[Card] = preview(preview_job(folder, manifest, n, tmp)) if preview is not None and n > 0 else []
+        cards: list[Card] = []
+        unavailable = ""
+        if preview is not None and n > 0:
+            try:
+                cards = preview(preview_job(folder, manifest, n, tmp))
+            except ConfigError as error:  # e.g. the dataset is not readable here: the rest of the report still is
+                unavailable = str(error)
         sections = [
             ("run", "Run", provenance(folder, manifest, progresses)),
             ("shards", "Shards", shard_table(status)),
             ("progress", "Items done over time", progress_section(plotted, status, progresses)),
             ("failures", "Failures", failure_section(failures(folder))),
-            ("previews", f"Previews ({len(cards)} items)", previews_section(cards, preview is not None, n,
-                                                                            config["stage"]["name"])),
+            ("previews", f"Previews ({len(cards)} items)",
+             page.paragraph(f"no previews: {unavailable}", note=True) if unavailable else
+             previews_section(cards, preview is not None, n, config["stage"]["name"])),
         ]
         title = f"shardprep report: {config['dataset']['name']} / {config['stage']['name']}"
         (tmp / "index.html").write_text(page.page(title, sections))
     return target / "index.html"
 
 
-def provenance(folder: RunFolder, manifest, progresses) -> str:
+def provenance(folder: RunFolder, manifest: Manifest, progresses: Sequence[ShardProgress]) -> str:
     rows = [("run folder", str(folder.path)), ("fingerprint", manifest.fingerprint),
             ("code version", manifest.code_version), ("planned", local_time(manifest.created)),
             ("items", str(manifest.item_count)), ("shards", str(manifest.shards)),
@@ -85,10 +94,10 @@ def shard_table(status: RunStatus) -> str:
     return "\n".join(parts)
 
 
-def progress_section(plotted: bool, status: RunStatus, progresses) -> str:
+def progress_section(plotted: bool, status: RunStatus, progresses: Sequence[ShardProgress]) -> str:
     if not plotted:
         return page.paragraph("no shard has started yet", note=True)
-    start, end = time_span(progresses)
+    start, end = time_span(progresses) or (0.0, 0.0)
     processed = sum(attempt.processed for progress in progresses for attempt in progress.attempts)
     wall = end - start
     overall = f"{processed / wall:.2f} items/s" if wall > 0 else "-"

@@ -24,10 +24,11 @@ from shardprep.runtime.store import ErrorRecord
 class ShardStatus:
     shard: int
     items: int
+    # done + failed + todo = items: each item is counted once.
     done: int  # items with every output present and valid
     failed: int  # items not done that failed at least once (since the last reset of attempts)
     gave_up: int  # of those, items not retried any more (max_attempts failed attempts)
-    todo: int  # items not done
+    todo: int  # items not done that have not failed (not tried yet, or interrupted)
     job: str
     state: str
     requeues: int
@@ -44,6 +45,10 @@ class RunStatus:
     merge_job: str = ""
     merge_state: str = ""
     notes: list[str] = field(default_factory=list)
+
+    def left(self, retry_failed: bool = False) -> list[int]:
+        """Shards with items still to do: not done and not given up (with `retry_failed`, given up ones too)."""
+        return [row.shard for row in self.shards if row.todo + row.failed - (0 if retry_failed else row.gave_up) > 0]
 
     def totals(self) -> dict[str, int]:
         return {key: sum(getattr(row, key) for row in self.shards) for key in ("items", "done", "failed", "todo")}
@@ -79,7 +84,7 @@ def run_status(folder: RunFolder) -> RunStatus:
         elapsed, rate, eta = _speed(last, now, running=state.startswith("RUNNING") or state == "running")
         status.shards.append(ShardStatus(
             shard=shard, items=end - start, done=len(done_ids), failed=len(failed_ids), gave_up=len(gave_up),
-            todo=end - start - len(done_ids), job=job, state=state,
+            todo=end - start - len(done_ids) - len(failed_ids), job=job, state=state,
             requeues=max((attempt.restart_count for attempt in progress.attempts), default=0),
             elapsed_s=elapsed, rate=rate, eta_s=eta, last_error=errors[-1].error if errors else "",
         ))
