@@ -105,7 +105,9 @@ def draw(image: np.ndarray, arrays: dict[str, np.ndarray], depth: np.ndarray | N
     if depth is not None:
         depth_axes = axes[1]
         shown = depth_axes.imshow(depth, cmap="magma_r", extent=(-0.5, width - 0.5, height - 0.5, -0.5))
-        figure.colorbar(shown, ax=depth_axes, fraction=0.046, pad=0.02, label="depth (m)")
+        bar = figure.colorbar(shown, ax=depth_axes, fraction=0.046, pad=0.02, label="depth (m)")
+        bar.formatter.set_useOffset(False)  # metres as they are, not as an offset plus 1e-4 steps
+        bar.update_ticks()
         if detected:
             draw_skeleton(depth_axes, keypoints, scores)
         depth_axes.set_title("depth map on the frame's pixel grid", fontsize=9)
@@ -120,6 +122,7 @@ def draw(image: np.ndarray, arrays: dict[str, np.ndarray], depth: np.ndarray | N
         point, low, high = arrays["depth_point"], arrays["depth_min"], arrays["depth_max"]
         joint_axes.errorbar(point, rows, xerr=[point - low, high - point], fmt="o", markersize=4, capsize=3)
     joint_axes.set_yticks(rows, names, fontsize=7)
+    joint_axes.ticklabel_format(axis="x", useOffset=False)
     joint_axes.invert_yaxis()
     joint_axes.set_xlabel(f"depth (m): point, min-max over radius {int(arrays['depth_radius'])} px")
     joint_axes.grid(alpha=0.3)

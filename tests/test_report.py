@@ -55,7 +55,9 @@ def test_report_folder_is_self_contained(depth_run: Path) -> None:
     manifest = json.loads((depth_run / "manifest.json").read_text())
     assert manifest["fingerprint"] in html and manifest["code_version"] in html
     # The depth previews come with the depth map (the demo's models load here) and the stored depths read back.
-    assert html.count("max |map at keypoints - depth_point| (m)") == PREVIEWS
+    read_back = re.findall(r"max \|map at keypoints - depth_point\| \(m\)</td><td>([0-9.]+)<", html)
+    # Same machine and precision as the run: the map as drawn gives the stored numbers.
+    assert len(read_back) == PREVIEWS and all(float(value) < 1e-3 for value in read_back), read_back
     assert "no failed items" in html
 
 
