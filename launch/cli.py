@@ -22,6 +22,7 @@ from shardprep.runtime.run import Launch, Submission, cancel, preflight, prepare
 from shardprep.runtime.run_folder import RunFolder, planned_runs
 from shardprep.runtime.status import (
     as_json, as_table, failures, failures_as_text, gave_up_hint, group_statuses, groups_as_json, groups_as_table, run_status,
+    status_command,
 )
 
 EXIT_CONFIG = 2
@@ -111,17 +112,6 @@ def interruptible(submission: Submission, finish: Callable[[], int]) -> int:
             print(f"\ninterrupted: the {submission.backend} shards were stopped; what they finished is kept: run the "
                   "same command to resume", file=sys.stderr)
         return EXIT_INTERRUPTED
-
-
-def status_command(run_dir: Any) -> str:
-    """The status command of a run, runnable as printed: it names dataset and stage only where conf/ has them under
-    those names (a stage from an extra config search path would not compose without that path); out_dir alone finds
-    the run either way."""
-    folder = RunFolder(run_dir)
-    config = folder.manifest().config
-    names = [f"{group}={config[group]['name']}" for group in ("dataset", "stage")
-             if (CONF_DIR / group / f"{config[group]['name']}.yaml").is_file()]
-    return " ".join(["python launch/status.py", *names, f"out_dir={folder.path}"])
 
 
 def describe_plan(launch: Launch) -> str:

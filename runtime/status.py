@@ -14,6 +14,7 @@ from datetime import datetime
 from typing import Any
 
 from shardprep.runtime.build import build_dataset, build_stage
+from shardprep.runtime.config import CONF_DIR
 from shardprep.runtime.progress import Attempt
 from shardprep.runtime.run_folder import RunFolder, pid_alive
 from shardprep.runtime.scheduler import final_states, queued_tasks
@@ -157,6 +158,17 @@ def as_table(status: RunStatus) -> str:
         lines.append(f"merge job {status.merge_job}: {status.merge_state}")
     lines.extend(status.notes)
     return "\n".join(lines)
+
+
+def status_command(run_dir: Any) -> str:
+    """The status command of a run, runnable as printed: it names dataset and stage only where conf/ has them under
+    those names (a stage from an extra config search path would not compose without that path); out_dir alone finds
+    the run either way."""
+    folder = RunFolder(run_dir)
+    config = folder.manifest().config
+    names = [f"{group}={config[group]['name']}" for group in ("dataset", "stage")
+             if (CONF_DIR / group / f"{config[group]['name']}.yaml").is_file()]
+    return " ".join(["python launch/status.py", *names, f"out_dir={folder.path}"])
 
 
 def gave_up_hint(status: RunStatus, status_command: str) -> str:
