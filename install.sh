@@ -6,6 +6,7 @@
 #   bash install.sh --core    runtime only (submitit, hydra, numpy, h5py, tqdm, pillow, scikit-image,
 #                             pytest, ...) + the project
 #   bash install.sh --rebuild-mmcv   ignore the cached mmcv wheel and build it again
+#   bash install.sh --no-browser     skip Debian's chromium (the report's browser test then skips)
 #
 # It uses `${PYTHON:-python3} -m pip` of whatever environment is active (it creates no venv).
 # Re-running it is quick: every step first checks what is already installed (versions, imports).
@@ -63,11 +64,13 @@ EXTRA_REQS=(
 # ----------------------------------------------------------------------------------------------------------
 MODE=full
 REBUILD_MMCV=0
+BROWSER=1
 for arg in "$@"; do
   case "$arg" in
     --core) MODE=core ;;
     --rebuild-mmcv) REBUILD_MMCV=1 ;;
-    -h|--help) sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --no-browser) BROWSER=0 ;;
+    -h|--help) sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "install.sh: unknown option '$arg' (try --help)" >&2; exit 2 ;;
   esac
 done
@@ -358,6 +361,24 @@ nms(torch.tensor([[0., 0., 1., 1.], [0., 0., 1., 1.]]), torch.tensor([1., .5]), 
   # ------------------------------------------------------------------------------------------------------
   step "transformers, imageio-ffmpeg"
   ensure "extras" "${EXTRA_REQS[@]}"
+fi
+
+# ----------------------------------------------------------------------------------------------------------
+step "system packages: chromium (headless browser of the report test, tests/test_report.py)"
+# Debian's package, ~115 MB download: about 30 s on the test machine when the apt lists are fresh.
+if [ "$BROWSER" = 0 ]; then
+  log "chromium: skipped (--no-browser)"
+elif command -v chromium >/dev/null; then
+  log "chromium: already installed ($(chromium --version 2>/dev/null | head -n1))"
+elif [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then
+  log "chromium: not installed and this is not root on Debian: install it with your package manager (apt-get" \
+      "install chromium) or the report's browser test skips"
+else
+  export DEBIAN_FRONTEND=noninteractive
+  # The lists are refreshed only when they do not know the package (a fresh image): the usual case costs nothing.
+  apt-cache show chromium >/dev/null 2>&1 || apt-get update -q >/dev/null
+  apt-get install -y -q --no-install-recommends chromium >/dev/null
+  log "chromium: installed ($(chromium --version 2>/dev/null | head -n1))"
 fi
 
 # ----------------------------------------------------------------------------------------------------------

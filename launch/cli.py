@@ -22,6 +22,7 @@ from shardprep.runtime.run import Launch, Submission, cancel, preflight, prepare
 from shardprep.runtime.run_folder import RunFolder, planned_runs
 from shardprep.runtime.status import (
     as_json, as_table, failures, failures_as_text, gave_up_hint, group_statuses, groups_as_json, groups_as_table, run_status,
+    status_command,
 )
 
 EXIT_CONFIG = 2
@@ -113,13 +114,6 @@ def interruptible(submission: Submission, finish: Callable[[], int]) -> int:
         return EXIT_INTERRUPTED
 
 
-def status_command(run_dir: Any) -> str:
-    folder = RunFolder(run_dir)
-    config = folder.manifest().config
-    return (f"python launch/status.py dataset={config['dataset']['name']} stage={config['stage']['name']} "
-            f"out_dir={folder.path}")
-
-
 def describe_plan(launch: Launch) -> str:
     """The dry run's answer: shard plan, resources asked, estimated disk use."""
     config, manifest = launch.config, launch.manifest
@@ -151,13 +145,28 @@ def describe_submission(submission: Submission, config: dict[str, Any]) -> None:
     if len(shards) > 1 and shards != list(range(shards[0], shards[-1] + 1)):
         span = f"shards {','.join(map(str, shards))}"
     folder = RunFolder(submission.run_dir)
-    logs = folder.logs
     print(f"submitted {submission.backend} job {submission.job_id}: {len(shards)} task(s), {span}")
     print(f"  outputs:  {folder.checkpoints}")
-    print(f"  logs:     {logs}/{submission.job_id}_*/" if submission.backend == "slurm" else f"  logs:     {logs}/")
+    for line in log_lines(submission):
+        print(f"  {line}")
     print(f"  progress: {status_command(submission.run_dir)}")
     if submission.backend == "slurm":
         print(f"            squeue -j {submission.job_id}    (re-run the same command to resume)")
+
+
+LOGS_LISTED = 3
+
+
+def log_lines(submission: Submission) -> list[str]:
+    """Where each task's stdout and stderr go, as submitit names them (a folder per task on SLURM, flat files named
+    by each local process's id): the first few shards, then how many more."""
+    lines = []
+    for shard, job in list(zip(submission.shards, submission.jobs))[:LOGS_LISTED]:
+        label = "logs:" if not lines else ""
+        lines.append(f"{label:<9} shard {shard}: {job.paths.stdout} (stderr: {job.paths.stderr.name})")
+    if len(submission.jobs) > LOGS_LISTED:
+        lines.append(f"{'':<9} ... and {len(submission.jobs) - LOGS_LISTED} more shard(s) beside them")
+    return lines
 
 
 def wait_and_report(submission: Submission) -> int:
@@ -170,7 +179,7 @@ def wait_and_report(submission: Submission) -> int:
         print(hint, file=sys.stderr)
     for line in failures:
         print(f"task failed: {line}", file=sys.stderr)
-    return 1 if failures or any(row.todo for row in status.shards) else 0
+    return 1 if failures or any(row.done < row.items for row in status.shards) else 0
 
 
 def cluster_for_resubmit(manifest_cluster: dict[str, Any], config: dict[str, Any], argv: Sequence[str]) -> dict[str, Any]:
@@ -218,7 +227,7 @@ def status_main(argv: Sequence[str]) -> int:
         print(hint, file=sys.stderr)
     if not config["resubmit"]:
         return 0
-    incomplete = [row.shard for row in status.shards if row.todo > (0 if retry else row.gave_up)]
+    incomplete = status.left(retry)
     if not incomplete:
         print("nothing to resubmit: " + ("every shard is complete" if not hint else "every item left has given up "
                                           "(see above: add retry_failed=true)"))

@@ -33,6 +33,7 @@ def commands() -> dict[str, tuple[str, Callable[[Sequence[str] | None], None]]]:
         "status": ("per-shard progress of a run; resubmit=true", status_main),
         "merge": ("training files from a finished run", later("merge")),
         "split": ("train/test files by subject from a merged run", later("split")),
+        "report": ("an HTML report of a run: shards, progress, failures, previews", later("report")),
     }
 
 

@@ -58,7 +58,7 @@ class MergeAfter:
         job = executor.submit(MergeTask(self.argv))
         folder.record_submission(job.job_id, [], "slurm", kind="merge", cluster=cluster)
         print(f"submitted merge job {job.job_id}: starts after job {submission.job_id} succeeds; "
-              f"log: {folder.logs / job.job_id}/")
+              f"log: {job.paths.stdout} (stderr: {job.paths.stderr.name})")
         return job
 
     def wait(self, job: submitit.Job) -> int:
@@ -66,7 +66,8 @@ class MergeAfter:
             paths = job.result()
         except Exception as error:  # submitit wraps the job's exception; its last line says what went wrong
             lines = [line for line in str(error).splitlines() if line.strip()]
-            print(f"merge job {job.job_id} failed: {lines[-1] if lines else error}", file=sys.stderr)
+            print(f"merge job {job.job_id} failed: {lines[-1] if lines else error}; log: {job.paths.stderr}",
+                  file=sys.stderr)
             return 1
         for path in paths:
             print(f"merged: {path}")

@@ -28,11 +28,12 @@ from shardprep.merge.job import MergeJob
 from shardprep.merge.reader import MISSING, OK, REASONS, Checkpoints, read_all, spec_of
 from shardprep.runtime.errors import ConfigError
 from shardprep.runtime.progress import producing_environments
+from shardprep.runtime.status import status_command
 from shardprep.runtime.store import FINGERPRINT_KEY
 
 FORMATS = ("xycd", "hdf5")
 # Per-file (not per-row) arrays of a merged NPZ beside the fingerprint; HDF5 keeps them as attributes.
-METADATA_KEYS = ("joint_names", "units")
+METADATA_KEYS = ("joint_names", "units", "environments")  # one value per merged file
 SHOWN_SHARDS = 10
 
 
@@ -203,10 +204,9 @@ def _refuse_incomplete(job: MergeJob, items: Sequence[Item], checkpoints: Checkp
         details.append(f"shard {shard}: {len(positions)} {'/'.join(reasons)} ({examples}{', ...' if len(positions) > 3 else ''})")
     if len(per_shard) > SHOWN_SHARDS:
         details.append(f"{len(per_shard) - SHOWN_SHARDS} more shards")
-    config = job.manifest.config
     raise ConfigError(
         f"run {job.run_dir} is incomplete: {len(bad)} of {len(items)} items have no usable checkpoint; "
-        f"{'; '.join(details)}. Finish them with `python launch/status.py dataset={config['dataset']['name']} "
-        f"stage={config['stage']['name']} out_dir={job.run_dir} resubmit=true` (or re-run the launch command), "
+        f"{'; '.join(details)}. Finish them with `{status_command(job.run_dir)} resubmit=true` (or re-run the launch "
+        "command), "
         "or merge what exists with allow_partial=true (those rows get valid=false)"
     )

@@ -11,7 +11,7 @@ import hashlib
 import json
 import subprocess
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,6 +36,9 @@ class Manifest:
     # Failed attempts before this time do not count against max_attempts (reset by force=true, a changed fingerprint,
     # or retry_failed=true).
     attempts_since: float = 0.0
+    # What the fingerprint hashed besides the stage config (in `config`): each file's path and digest, the upstream
+    # runs' fingerprints; so a refused launch can name what changed. Empty in manifests of older versions.
+    inputs: dict[str, Any] = field(default_factory=dict)
 
     @property
     def shards(self) -> int:
@@ -51,6 +54,7 @@ class Manifest:
         # A manifest of an older version has no fingerprint_since: its files are as valid as they were then.
         data.setdefault("fingerprint_since", 0.0)
         data.setdefault("attempts_since", 0.0)
+        data.setdefault("inputs", {})
         return cls(**data)
 
 
@@ -66,21 +70,60 @@ def file_digest(path: Path) -> str:
         return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
-def fingerprint(stage_config: dict[str, Any], files: Iterable[Path], digest_of_items: str,
-                upstream: Mapping[str, str] | None = None) -> str:
-    """Hash of what determines the outputs: the stage config, the contents of its files (not their paths: moving data
-    keeps a run valid), the items, and the fingerprints of the upstream runs it reads (if any)."""
+def fingerprint_inputs(files: Iterable[Path], upstream: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """What a fingerprint hashes besides the stage config and the items: [path, digest] of each file, and the
+    fingerprints of the upstream runs (absent for stages without one, so their fingerprints stay what they were)."""
+    files = list(files)
     missing = [str(path) for path in files if not Path(path).is_file()]
     if missing:
         raise ConfigError(f"file not found: {missing[0]} (check the paths in the stage/dataset config)")
+    inputs: dict[str, Any] = {"files": [[str(path), file_digest(Path(path))] for path in files]}
+    if upstream:
+        inputs["upstream"] = dict(upstream)
+    return inputs
+
+
+def fingerprint(stage_config: dict[str, Any], inputs: Mapping[str, Any], digest_of_items: str) -> str:
+    """Hash of what determines the outputs: the stage config, the contents of its files (not their paths: moving data
+    keeps a run valid), the items, and the fingerprints of the upstream runs it reads (if any)."""
     parts = {
         "stage": stage_config,
         "items": digest_of_items,
-        "files": sorted(file_digest(Path(path)) for path in files),
+        "files": sorted(digest for _, digest in inputs["files"]),
     }
-    if upstream:  # absent for stages without one, so their fingerprints stay what they were
-        parts["upstream"] = dict(upstream)
+    if inputs.get("upstream"):
+        parts["upstream"] = dict(inputs["upstream"])
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def fingerprint_changes(old: Manifest, new: Manifest) -> list[str]:
+    """What differs between two runs' fingerprinted settings, one entry each: stage keys with their old and new
+    values, files whose content changed, upstream runs redone."""
+    changes = [f"stage.{key}: {before!r} -> {after!r}"
+               for key, before, after in _differences(old.config["stage"], new.config["stage"])]
+    if not old.inputs:
+        return changes or ["model or annotation files, or an upstream run (the old manifest does not record which)"]
+    before = dict(map(tuple, old.inputs.get("files", [])))
+    after = dict(map(tuple, new.inputs.get("files", [])))
+    moved = sorted(before.values()) == sorted(after.values())
+    if not moved:
+        changes += [f"content of {path}" for path, digest in after.items() if path in before and before[path] != digest]
+        changes += [f"new file {path}" for path in after if path not in before and after[path] not in before.values()]
+        changes += [f"file no longer used: {path}" for path in before
+                    if path not in after and before[path] not in after.values()]
+    old_upstream, new_upstream = old.inputs.get("upstream", {}), new.inputs.get("upstream", {})
+    changes += [f"upstream run {name} (redone: fingerprint {old_upstream.get(name)} -> {new_upstream.get(name)})"
+                for name in sorted(set(old_upstream) | set(new_upstream))
+                if old_upstream.get(name) != new_upstream.get(name)]
+    return changes
+
+
+def _differences(old: Any, new: Any, prefix: str = "") -> Iterator[tuple[str, Any, Any]]:
+    if isinstance(old, Mapping) and isinstance(new, Mapping):
+        for key in sorted(set(old) | set(new), key=str):
+            yield from _differences(old.get(key, "<unset>"), new.get(key, "<unset>"), f"{prefix}{key}.")
+    elif old != new:
+        yield prefix.rstrip("."), old, new
 
 
 def code_version() -> str:

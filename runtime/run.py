@@ -27,7 +27,9 @@ from shardprep.runtime.executor import (
 )
 from shardprep.runtime.fs_clock import filesystem_now
 from shardprep.runtime.model_files import check_model_files
-from shardprep.runtime.manifest import Manifest, code_version, fingerprint, items_digest
+from shardprep.runtime.manifest import (
+    Manifest, code_version, fingerprint, fingerprint_changes, fingerprint_inputs, items_digest,
+)
 from shardprep.runtime.run_folder import RunFolder, UnreadableManifest
 from shardprep.runtime.scheduler import wait_until_unqueued
 from shardprep.runtime.sharding import plan_shards
@@ -89,11 +91,12 @@ def prepare(config: dict[str, Any]) -> Launch:
     stage.validate()
     check_model_files(stage.fingerprint_files())
     digest = items_digest(items)
-    run_fingerprint = fingerprint(config["stage"], [*stage.fingerprint_files(), *dataset.fingerprint_files()], digest,
-                                  stage.upstream_fingerprints())
+    inputs = fingerprint_inputs([*stage.fingerprint_files(), *dataset.fingerprint_files()],
+                                stage.upstream_fingerprints())
+    run_fingerprint = fingerprint(config["stage"], inputs, digest)
     _check_writable(folder.path)
     manifest = Manifest(config, plan, len(items), digest, run_fingerprint, code_version(),
-                        fingerprint_since=filesystem_now(folder.path))
+                        fingerprint_since=filesystem_now(folder.path), inputs=inputs)
     launch = Launch(config, folder, manifest, backend,
                     frames=[sum(max(1, item.weight) for item in items[start:end]) for start, end in plan])
     launch.notes.extend(f"dataset {dataset.name}: {key}={value} (detected from the files; recorded in the manifest)"
@@ -153,10 +156,11 @@ def _resume(folder: RunFolder, old: Manifest, new: Manifest, force: bool, retry_
             "use a new out_dir"
         )
     if old.fingerprint != new.fingerprint and not force:
+        changes = fingerprint_changes(old, new)
+        shown = "; ".join(changes[:6]) + (f"; and {len(changes) - 6} more" if len(changes) > 6 else "")
         raise ConfigError(
-            f"{folder.path} holds a run with fingerprint {old.fingerprint}, this config gives {new.fingerprint} (stage "
-            "config, model files, annotations or an upstream run changed): use a new out_dir, or force=true to redo "
-            "its items"
+            f"{folder.path} holds a run with fingerprint {old.fingerprint}, this config gives {new.fingerprint}; "
+            f"changed: {shown}. Use a new out_dir, or force=true to redo its items"
         )
     new.created = old.created
     if old.fingerprint == new.fingerprint:

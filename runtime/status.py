@@ -14,6 +14,7 @@ from datetime import datetime
 from typing import Any
 
 from shardprep.runtime.build import build_dataset, build_stage
+from shardprep.runtime.config import CONF_DIR
 from shardprep.runtime.progress import Attempt
 from shardprep.runtime.run_folder import RunFolder, pid_alive
 from shardprep.runtime.scheduler import earlier_runs, final_states, queued_tasks
@@ -24,10 +25,11 @@ from shardprep.runtime.store import ErrorRecord
 class ShardStatus:
     shard: int
     items: int
+    # done + failed + todo = items: each item is counted once.
     done: int  # items with every output present and valid
     failed: int  # items not done that failed at least once (since the last reset of attempts)
     gave_up: int  # of those, items not retried any more (max_attempts failed attempts)
-    todo: int  # items not done
+    todo: int  # items not done that have not failed (not tried yet, or interrupted)
     job: str
     state: str
     requeues: int
@@ -45,6 +47,10 @@ class RunStatus:
     merge_job: str = ""
     merge_state: str = ""
     notes: list[str] = field(default_factory=list)
+
+    def left(self, retry_failed: bool = False) -> list[int]:
+        """Shards with items still to do: not done and not given up (with `retry_failed`, given up ones too)."""
+        return [row.shard for row in self.shards if row.todo + row.failed - (0 if retry_failed else row.gave_up) > 0]
 
     def totals(self) -> dict[str, int]:
         return {key: sum(getattr(row, key) for row in self.shards) for key in ("items", "done", "failed", "todo")}
@@ -81,7 +87,7 @@ def run_status(folder: RunFolder) -> RunStatus:
         elapsed, rate, eta = _speed(last, now, running=state.startswith("RUNNING") or state == "running")
         status.shards.append(ShardStatus(
             shard=shard, items=end - start, done=len(done_ids), failed=len(failed_ids), gave_up=len(gave_up),
-            todo=end - start - len(done_ids), job=job, state=state,
+            todo=end - start - len(done_ids) - len(failed_ids), job=job, state=state,
             requeues=max([len(reruns.get(job, [])), *(attempt.restart_count for attempt in progress.attempts)]),
             requeued_after=reruns.get(job, []),
             elapsed_s=elapsed, rate=rate, eta_s=eta, last_error=errors[-1].error if errors else "",
@@ -160,6 +166,17 @@ def as_table(status: RunStatus) -> str:
         lines.append(f"merge job {status.merge_job}: {status.merge_state}")
     lines.extend(status.notes)
     return "\n".join(lines)
+
+
+def status_command(run_dir: Any) -> str:
+    """The status command of a run, runnable as printed: it names dataset and stage only where conf/ has them under
+    those names (a stage from an extra config search path would not compose without that path); out_dir alone finds
+    the run either way."""
+    folder = RunFolder(run_dir)
+    config = folder.manifest().config
+    names = [f"{group}={config[group]['name']}" for group in ("dataset", "stage")
+             if (CONF_DIR / group / f"{config[group]['name']}.yaml").is_file()]
+    return " ".join(["python launch/status.py", *names, f"out_dir={folder.path}"])
 
 
 def gave_up_hint(status: RunStatus, status_command: str) -> str:

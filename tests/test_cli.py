@@ -4,6 +4,8 @@ the one-line refusals before submission (each asserts that nothing was written, 
 from __future__ import annotations
 
 import os
+import re
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -11,9 +13,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.conftest import REPO, launch
+from tests.conftest import REPO, SLURM_TEST_CLUSTER, launch
 
-LAUNCHERS = ["depth.py", "events.py", "run.py", "status.py", "merge.py", "split.py", "pipeline.py"]
+LAUNCHERS = ["depth.py", "events.py", "run.py", "status.py", "merge.py", "split.py", "pipeline.py", "report.py"]
+LOG_LINE = re.compile(r"^  (?:logs:)? +shard (\d+): (\S+) \(stderr: (\S+)\)$", re.M)
 
 
 def shardprep(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -107,11 +110,24 @@ def test_events_on_a_dataset_without_clips_is_refused(tmp_path: Path, demo_root:
 
 
 def depth_launch(out: Path, checkpoint: Path, demo_root: Path, tmp_path: Path) -> subprocess.CompletedProcess[str]:
-    model = tmp_path / "depth_model"
-    model.mkdir(exist_ok=True)
     return launch("depth.py", "cluster=local", f"out_dir={out}", f"stage.detector.checkpoint={checkpoint}",
-                  f"stage.pose.checkpoint={checkpoint}", f"stage.depth.model={model}", demo_root=demo_root,
+                  f"stage.pose.checkpoint={checkpoint}", "stage.depth.model=random:small", demo_root=demo_root,
                   check=False)
+
+
+def test_empty_model_folder_is_refused(tmp_path: Path, demo_root: Path) -> None:
+    model = tmp_path / "depth_model"
+    model.mkdir()
+    out = tmp_path / "run"
+    done = launch("depth.py", "stage=depth_demo", "cluster=local", f"out_dir={out}", f"stage.depth.model={model}",
+                  demo_root=demo_root, check=False)
+    assert done.returncode == 2
+    assert done.stderr.strip().startswith(f"shardprep: error: stage.depth.model={model}: the folder is empty")
+    (model / "config.json").write_text("{}")
+    done = launch("depth.py", "stage=depth_demo", "cluster=local", f"out_dir={out}", f"stage.depth.model={model}",
+                  demo_root=demo_root, check=False)
+    assert done.returncode == 2 and "config.json but no weights" in done.stderr
+    assert not out.exists()
 
 
 def test_empty_checkpoint_is_refused(tmp_path: Path, demo_root: Path) -> None:
@@ -171,3 +187,48 @@ def test_console_script_is_declared() -> None:
 
     scripts = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"]
     assert scripts == {"shardprep": "shardprep.launch.command:main"}
+
+
+def printed_logs(stdout: str) -> dict[int, tuple[Path, Path]]:
+    return {int(shard): (Path(out), Path(out).with_name(err)) for shard, out, err in LOG_LINE.findall(stdout)}
+
+
+@pytest.mark.parametrize("backend", ["local", "debug"])
+def test_printed_log_files_are_the_files_written(tmp_path: Path, demo_root: Path, backend: str) -> None:
+    run_dir = tmp_path / "run"
+    done = launch("run.py", f"cluster={backend}", "shards=2", f"out_dir={run_dir}", demo_root=demo_root)
+    logs = printed_logs(done.stdout)
+    assert sorted(logs) == [0, 1], done.stdout
+    for out, err in logs.values():
+        assert out.parent == run_dir / "logs" and out.is_file() and err.is_file()
+    assert len({out for out, _ in logs.values()}) == 2  # one per shard
+
+
+def test_printed_status_command_runs_for_a_stage_of_an_extra_search_path(tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    from external_helpers import make_videos, use_tools, video_overrides
+
+    root = tmp_path / "videos"
+    make_videos(root, train=1, val=0)
+    use_tools(monkeypatch, tmp_path / "out")
+    done = launch("run.py", "stage=test_camera", *video_overrides(root), "cluster=debug")
+    (command,) = re.findall(r"^  progress: (.+)$", done.stdout, flags=re.M)
+    assert "stage=" not in command  # tests/conf's stage would not compose without its search path
+    program, script, *overrides = shlex.split(command)
+    assert (program, script) == ("python", "launch/status.py")
+    status = launch("status.py", *overrides)
+    assert "total  1      1     0       0" in status.stdout
+
+
+@pytest.mark.slurm
+def test_printed_slurm_logs_and_merge_log_are_written(slurm, tmp_path: Path, demo_root: Path) -> None:
+    run_dir = tmp_path / "run"
+    done = launch("run.py", "shards=2", "merge_after=true", f"out_dir={run_dir}", *SLURM_TEST_CLUSTER,
+                  demo_root=demo_root)
+    logs = printed_logs(done.stdout)
+    assert sorted(logs) == [0, 1], done.stdout
+    for out, err in logs.values():
+        assert out.is_file() and err.is_file() and out.parent.parent == run_dir / "logs"
+    (merge_out, merge_err), = re.findall(r"^submitted merge job \S+: .*; log: (\S+) \(stderr: (\S+)\)$",
+                                          done.stdout, flags=re.M)
+    assert Path(merge_out).is_file() and Path(merge_out).with_name(merge_err).is_file()

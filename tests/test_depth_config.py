@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import struct
 from pathlib import Path
 
 import pytest
@@ -20,6 +21,8 @@ needs_stack = pytest.mark.skipif(not HAVE_STACK, reason="model stack not install
 def stage_with(tmp_path: Path, *overrides: str):
     (tmp_path / "da").mkdir(exist_ok=True)
     (tmp_path / "da" / "config.json").write_text("{}")
+    # A safetensors file as the format defines it: the header's length (u64, little-endian), then the JSON header.
+    (tmp_path / "da" / "model.safetensors").write_bytes(struct.pack("<Q", 2) + b"{}")
     return build_stage(load_config(["stage=depth", "stage.detector.checkpoint=null", "stage.pose.checkpoint=null",
                                     f"stage.depth.model={tmp_path / 'da'}", *overrides]))
 

@@ -361,7 +361,8 @@ def test_redoing_an_upstream_run_under_other_settings_makes_the_downstream_run_r
     launch("run.py", "stage=test_tracker", *common)  # same upstream: resumes as before
     launch("run.py", "stage=test_camera", "stage.options.sleep=0.01", "force=true", *common)
     done = launch("run.py", "stage=test_tracker", *common, check=False)
-    assert done.returncode == 2 and "an upstream run changed" in done.stderr
+    assert done.returncode == 2 and re.search(r"changed: upstream run \w+ \(redone: fingerprint \w+ -> \w+\)",
+                                              done.stderr), done.stderr
     launch("run.py", "stage=test_tracker", "force=true", *common)
 
 

@@ -71,7 +71,7 @@ def test_bad_frame_is_recorded_and_the_shard_goes_on(tmp_path: Path, own_demo: P
         assert done.returncode == 1, done.stderr
     assert len(checkpoint_files(run_dir)) == 11
     status = status_json(run_dir)
-    assert status["totals"] == {"items": 12, "done": 11, "failed": 1, "todo": 1}
+    assert status["totals"] == {"items": 12, "done": 11, "failed": 1, "todo": 0}  # each item counted once
     assert bad.name in status["shards"][0]["last_error"] and "cannot decode image" in status["shards"][0]["last_error"]
     # Two failed attempts, then the item is no longer tried (max_attempts=2).
     attempts = RunFolder(run_dir).progress(0).attempts
@@ -108,11 +108,27 @@ def test_bad_config_fails_before_submission(tmp_path: Path, demo_root: Path, ove
     assert expected in _refused(tmp_path / "run", *args, demo_root=demo_root)
 
 
+def test_fingerprint_refusal_names_a_file_whose_content_changed(tmp_path: Path, own_demo: Path) -> None:
+    from shardprep.datasets.demo import ANNOTATION
+    from shardprep.runtime.npz import write_npz
+
+    run_dir = tmp_path / "run"
+    launch("run.py", "cluster=debug", f"out_dir={run_dir}", demo_root=own_demo)
+    (annotation,) = own_demo.glob(f"*/{ANNOTATION}")
+    with np.load(annotation, allow_pickle=False) as data:
+        arrays = {key: data[key].copy() for key in data.files}
+    arrays["scale"][0] *= 1.1  # same items, other content
+    write_npz(annotation, arrays)
+    message = _refused(run_dir, f"out_dir={run_dir}", demo_root=own_demo)
+    assert f"changed: content of {annotation}." in message
+
+
 def test_existing_run_refuses_other_fingerprint_or_shard_count(tmp_path: Path, demo_root: Path) -> None:
     run_dir = tmp_path / "run"
     launch("run.py", "cluster=debug", "shards=2", f"out_dir={run_dir}", demo_root=demo_root)
     message = _refused(run_dir, "shards=2", "stage.bins=8", f"out_dir={run_dir}", demo_root=demo_root)
     assert "fingerprint" in message and "force=true" in message
+    assert "changed: stage.bins: 16 -> 8." in message  # names the key, with both values
     assert "shards=2" in _refused(run_dir, "shards=3", f"out_dir={run_dir}", demo_root=demo_root)
     # force=true accepts the new settings and redoes every item made under the old ones.
     launch("run.py", "cluster=debug", "shards=2", "stage.bins=8", "force=true", f"out_dir={run_dir}", demo_root=demo_root)

@@ -68,3 +68,34 @@ def test_dataset_without_subjects_is_refused(tmp_path: Path) -> None:
     run_merge(args)
     done = launch("split.py", *args, check=False)
     assert done.returncode == 2 and "has no subject lists" in done.stderr
+
+
+def test_demo_splits_into_train_and_test_as_the_readme_says(tmp_path: Path, demo_root: Path) -> None:
+    """The README's demo: depth_demo run, merge, split: both subsets non-empty, each of its own subject."""
+    run = ("dataset=demo", "stage=depth_demo", "dataset.frames_per_sequence=2", f"out_dir={tmp_path / 'run'}")
+    launch("depth.py", *run, "cluster=debug", demo_root=demo_root)
+    launch("merge.py", *run, demo_root=demo_root)
+    done = launch("split.py", *run, demo_root=demo_root)
+    merged = read_npz(tmp_path / "run" / "merged" / "demo_xycd.npz")
+    rows = {}
+    for subset, subject in (("train", "S1"), ("test", "S9")):
+        part = read_npz(tmp_path / "run" / "merged" / f"demo_xycd_{subset}.npz")
+        assert f"demo_xycd_{subset}.npz ({len(part['imgname'])} rows)" in done.stdout
+        assert len(part["imgname"]) == 2 and {name.split("/")[0] for name in part["imgname"].tolist()} == {subject}
+        assert str(part["environments"]) == str(merged["environments"])  # per-file provenance kept by each subset
+        rows.update(zip(part["imgname"].tolist(), part["predicted_depth_point"]))
+    assert sorted(rows) == sorted(merged["imgname"].tolist())
+    for name, depth in zip(merged["imgname"].tolist(), merged["predicted_depth_point"]):
+        assert np.array_equal(rows[name], depth)
+
+
+def test_demo_of_an_older_layout_is_not_reused(tmp_path: Path) -> None:
+    from shardprep.datasets.demo import DemoDataset
+
+    old = tmp_path / "2x6" / "annotation_body3d" / "fps50"  # where a demo of the single-subject version lived
+    old.mkdir(parents=True)
+    (old / "h36m_demo.npz").write_bytes(b"an older demo")
+    demo = DemoDataset("demo", str(tmp_path))
+    demo.validate()
+    assert demo.root != tmp_path / "2x6" and demo.root.parent == tmp_path
+    assert {demo.subject_of(name) for name in demo.arrays["imgname"].tolist()} == {"S1", "S9"}

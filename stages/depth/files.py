@@ -39,14 +39,30 @@ def resolve_depth_model(spec: str) -> Path:
         return random_depth_model(spec.removeprefix("random:"))
     path = Path(spec).expanduser()
     if path.is_dir():
-        return path
+        return checked_model_folder(path)
     if spec.count("/") == 1 and not path.exists():
         from huggingface_hub import snapshot_download
         from huggingface_hub.errors import LocalEntryNotFoundError
 
         try:
-            return Path(snapshot_download(spec, local_files_only=True))
+            return checked_model_folder(Path(snapshot_download(spec, local_files_only=True)))
         except (LocalEntryNotFoundError, OSError):
             pass
     raise ConfigError(f"depth model {spec!r} is neither a directory nor a hub id in the local cache: download it on a "
                       f"machine with internet (`huggingface-cli download {spec}`) and set stage.depth.model to it")
+
+
+WEIGHTS = ("*.safetensors", "*.bin")
+
+
+def checked_model_folder(path: Path) -> Path:
+    """`path`, refused when it cannot be a transformers model folder (`from_pretrained` reads config.json and the
+    weights): an empty folder, or one whose download stopped, is found here and not in every task."""
+    if not (path / "config.json").is_file():
+        what = "is empty" if not any(path.iterdir()) else "has no config.json"
+        raise ConfigError(f"stage.depth.model={path}: the folder {what}, so it is no Hugging Face model folder: "
+                          "download the model into it (`huggingface-cli download <id> --local-dir ...`)")
+    if not any(next(path.glob(pattern), None) for pattern in WEIGHTS):
+        raise ConfigError(f"stage.depth.model={path}: config.json but no weights (*.safetensors or *.bin): the "
+                          "download stopped early; download the model again")
+    return path
