@@ -64,7 +64,10 @@ class ConvertMerge:
             self._place_frames(job.folder.shard_folder(shard_of[item.id]) / f"{item.id}.frames",
                                job.out_dir / dataset.frame_folder(item))
         for relative, write in dataset.extra_files().items():
-            write_with(job.out_dir / relative, write, durable=True)
+            try:
+                write_with(job.out_dir / relative, write, durable=True)
+            except (OSError, ValueError) as error:
+                raise ConfigError(f"cannot write {job.out_dir / relative}: {error}") from None
             written.append(job.out_dir / relative)
         return written
 

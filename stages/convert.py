@@ -25,7 +25,7 @@ class ConvertStage(Stage):
     needs = frozenset({"video_conversion"})
 
     def __init__(self, name: str, batch_size: int = 1, read_workers: int = 1, jpeg_quality: int = 2,
-                 ffmpeg_threads: int = 1) -> None:
+                 ffmpeg_threads: int = 0) -> None:
         super().__init__(name, batch_size, read_workers)
         self.jpeg_quality = jpeg_quality
         self.ffmpeg_threads = ffmpeg_threads
