@@ -19,6 +19,8 @@ NUMPY_GLOBALS = {
 } | {("numpy", "ndarray"), ("numpy", "dtype")}
 BUILTIN_GLOBALS = {("builtins", name) for name in ("dict", "list", "tuple", "set", "frozenset", "bytearray",
                                                       "complex", "int", "float", "str", "bytes", "bool", "slice")}
+# Protocol 2 written by Python 3 stores `bytes` (an array's data) as `_codecs.encode(text, "latin1")`: it only encodes.
+BYTES_GLOBALS = {("_codecs", "encode")}
 # Python 2 pickles name the builtins module `__builtin__` and may hold `copy_reg._reconstructor` for plain types.
 PY2_ALIASES = {"__builtin__": "builtins", "copy_reg": "copyreg"}
 
@@ -30,7 +32,7 @@ class RefusedGlobal(pickle.UnpicklingError):
 class ArraysOnlyUnpickler(pickle.Unpickler):
     def find_class(self, module: str, name: str) -> Any:
         module = PY2_ALIASES.get(module, module)
-        if (module, name) in NUMPY_GLOBALS or (module, name) in BUILTIN_GLOBALS:
+        if (module, name) in NUMPY_GLOBALS | BUILTIN_GLOBALS | BYTES_GLOBALS:
             return super().find_class(module, name)
         raise RefusedGlobal(f"the pickle names {module}.{name}, which is neither a numpy array nor a builtin "
                             "container: refused (it would run code)")

@@ -124,6 +124,9 @@ def test_bad_raw_input_is_recorded_per_video_and_the_rest_converts(tmp_path: Pat
     from data.raw_h36m import write_cdf
 
     write_cdf(short, np.zeros((7, 96)))
+    longer = raw / "S9" / "MyPoseFeatures"  # pose files of 20 frames for a video of 13: the video ends early
+    write_cdf(longer / "D2_Positions" / f"Directions 1.{CAMERAS[0]}.cdf", np.zeros((20, 64)))
+    write_cdf(longer / "D3_Positions_mono" / f"Directions 1.{CAMERAS[0]}.cdf", np.zeros((20, 96)))
     (raw / "S7" / "Videos" / f"Directions 1.{CAMERAS[2]}.mp4").unlink()
     corrupt = raw / "S8" / "MyPoseFeatures" / "D2_Positions" / f"Directions 1.{CAMERAS[3]}.cdf"
     corrupt.write_bytes(b"not a CDF" * 10)
@@ -134,13 +137,15 @@ def test_bad_raw_input_is_recorded_per_video_and_the_rest_converts(tmp_path: Pat
                                "output=json").stdout)
     by_item = {record["item"]: record["error"] for record in errors}
     assert set(by_item) == {f"S5_Directions_1.{CAMERAS[0]}", f"S6_Directions_1.{CAMERAS[1]}",
-                            f"S7_Directions_1.{CAMERAS[2]}", f"S8_Directions_1.{CAMERAS[3]}"}
+                            f"S7_Directions_1.{CAMERAS[2]}", f"S8_Directions_1.{CAMERAS[3]}",
+                            f"S9_Directions_1.{CAMERAS[0]}"}
+    assert "decoded 3 of the 4 frames" in by_item[f"S9_Directions_1.{CAMERAS[0]}"]
     assert str(truncated) in by_item[f"S5_Directions_1.{CAMERAS[0]}"]
     assert "7" in by_item[f"S6_Directions_1.{CAMERAS[1]}"] and "D3_Positions_mono" in by_item[f"S6_Directions_1.{CAMERAS[1]}"]
     assert "video not found" in by_item[f"S7_Directions_1.{CAMERAS[2]}"]
     assert str(corrupt) in by_item[f"S8_Directions_1.{CAMERAS[3]}"]
     refused = merge(run, tmp_path / "h36m", check=False)
-    assert refused.returncode == 2 and "4 of 28 videos are not converted" in refused.stderr
+    assert refused.returncode == 2 and "5 of 28 videos are not converted" in refused.stderr
     assert len(refused.stderr.strip().splitlines()) == 1
     merge(run, tmp_path / "h36m", "allow_partial=true")
     rows = np.load(tmp_path / "h36m" / "annotation_body3d" / "fps10" / "h36m_train.npz")["imgname"]
