@@ -204,6 +204,15 @@ def test_frame_folder_needs_its_listing(tmp_path: Path) -> None:
         validate_frame_folder(folder)
 
 
+def test_dry_run_plans_videos_weighted_by_frames(raw: Path, tmp_path: Path) -> None:
+    """Items are the 28 videos; each weighs the frames it extracts (from its CDF's header: 11 frames -> 3)."""
+    done = convert(raw, tmp_path / "run", "shards=2", "cluster=local", "dry_run=true")
+    assert "28 items in 2 shard(s)" in done.stdout
+    rows = [line.split() for line in done.stdout.splitlines() if line[:1].isdigit() and len(line.split()) == 3]
+    assert [(int(items), int(frames)) for _, items, frames in rows] == [(14, 42), (14, 42)]
+    assert not (tmp_path / "run").exists()
+
+
 def test_convert_refuses_a_dataset_without_a_raw_form(tmp_path: Path) -> None:
     done = launch("convert.py", "dataset=dsec", f"raw_root={tmp_path}", check=False)
     assert done.returncode == 2
