@@ -50,6 +50,10 @@ class ConvertMerge:
                               f"({', '.join(missing[:SHOWN])}{', ...' if len(missing) > SHOWN else ''}); see "
                               f"`python launch/status.py dataset={config['dataset']['name']} stage="
                               f"{config['stage']['name']} errors=true`, or merge without them: allow_partial=true")
+        # Frames first: an annotation file that exists names only frames that do.
+        for item in done:
+            self._place_frames(job.folder.shard_folder(shard_of[item.id]) / f"{item.id}.frames",
+                               job.out_dir / dataset.frame_folder(item))
         written = []
         for split in sorted({item.group for item in items}):
             rows = [self._rows(job, shard_of[item.id], item.id) for item in done if item.group == split]
@@ -60,9 +64,6 @@ class ConvertMerge:
             written.append(target)
             print(f"{dataset.name} {split}: {sum(len(row['imgname']) for row in rows)} rows from {len(rows)} videos"
                   + (f" ({len(missing)} videos of the run left out: allow_partial)" if missing else ""))
-        for item in done:
-            self._place_frames(job.folder.shard_folder(shard_of[item.id]) / f"{item.id}.frames",
-                               job.out_dir / dataset.frame_folder(item))
         for relative, write in dataset.extra_files().items():
             try:
                 write_with(job.out_dir / relative, write, durable=True)
