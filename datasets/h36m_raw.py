@@ -24,12 +24,11 @@ import numpy as np
 
 from shardprep.datasets.base import Item
 from shardprep.datasets.h36m_metadata import H36MMetadata, Sequence
-from shardprep.datasets.raw_video import RawVideoDataset, VideoConversion
+from shardprep.datasets.raw_video import RawVideoDataset, VideoConversion, annotation_rows
 from shardprep.runtime.errors import ConfigError
 
 JOINTS = [0, 1, 2, 3, 6, 7, 8, 12, 13, 14, 15, 17, 18, 19, 25, 26, 27]
 RAW_JOINTS = 32
-SCALE_FACTOR = 1.2
 FRAME_RATE = 50
 SKIPPED_ACTION = "1"  # "_ALL": every action of the subject in one sequence
 
@@ -121,17 +120,12 @@ class H36MRawDataset(RawVideoDataset):
             raise ValueError(f"{source}: video not found (its CDFs exist)")
         part_xy = points_2d[::self.sample_rate, JOINTS]
         world = points_3d[::self.sample_rate, JOINTS] / 1000.0
-        part = np.concatenate([part_xy, np.ones((len(part_xy), len(JOINTS), 1))], axis=2)
-        points = np.concatenate([world, np.ones((len(world), len(JOINTS), 1))], axis=2)
-        low, high = part[:, :, :2].min(axis=1), part[:, :, :2].max(axis=1)
-        center = (low + high) / 2
-        scale = SCALE_FACTOR * np.max(high - low, axis=1) / 200
         numbers = range(0, len(points_2d), self.sample_rate)
         names = [f"{video.folder_name}_{number + 1:06d}.jpg" for number in numbers]
-        imgname = np.array([f"{video.sequence.subject}/{video.folder_name}/{name}" for name in names])
+        imgnames = [f"{video.sequence.subject}/{video.folder_name}/{name}" for name in names]
+        visible = np.ones((len(part_xy), len(JOINTS), 1))
         return VideoConversion(names=names, video=source, step=self.sample_rate,
-                               annotation={"imgname": imgname, "center": center, "scale": scale, "part": part,
-                                           "S": points})
+                               annotation=annotation_rows(imgnames, part_xy, world, visible))
 
     def annotation_file(self, split: str) -> str:
         return f"annotation_body3d/fps{FRAME_RATE // self.sample_rate}/h36m_{split}.npz"

@@ -26,13 +26,12 @@ import numpy as np
 import scipy.io
 
 from shardprep.datasets.base import Item
-from shardprep.datasets.raw_video import RawVideoDataset, VideoConversion
+from shardprep.datasets.raw_video import RawVideoDataset, VideoConversion, annotation_rows
 from shardprep.runtime.errors import ConfigError
 
 JOINTS_17 = [7, 5, 14, 15, 16, 9, 10, 11, 23, 24, 25, 18, 19, 20, 4, 3, 6]
 RAW_JOINTS = 28
 VISIBLE_SIZE = (2048, 2048)  # the converter's visibility box (its train image size), for both splits
-SCALE_FACTOR = 1.2
 TEST_SIZES = {1: (2048, 2048), 2: (2048, 2048), 3: (2048, 2048), 4: (2048, 2048), 5: (1920, 1080), 6: (1920, 1080)}
 CALIBRATION_LINES = 7  # per camera in camera.calibration, after one header line
 
@@ -174,15 +173,10 @@ class MPIINF3DHPRawDataset(RawVideoDataset):
 
 
 def rows(names: list[str], part_xy: np.ndarray, world: np.ndarray) -> dict[str, np.ndarray]:
-    """The converter's five keys from 2D px and 3D m points (frames, 17, 2 / 3)."""
+    """The converter's rows; a joint is visible (1.0, float32 as the converter makes it) inside 2048 x 2048."""
     inside = ((part_xy[:, :, 0] >= 0) * (part_xy[:, :, 0] < VISIBLE_SIZE[0]) * (part_xy[:, :, 1] >= 0)
               * (part_xy[:, :, 1] < VISIBLE_SIZE[1]))
-    visible = np.array(inside, dtype=np.float32)[:, :, None]
-    part = np.concatenate([part_xy, visible], axis=-1)
-    points = np.concatenate([world, visible], axis=-1)
-    low, high = part[:, :, :2].min(axis=1), part[:, :, :2].max(axis=1)
-    return {"imgname": np.array(names), "center": (low + high) / 2,
-            "scale": SCALE_FACTOR * np.max(high - low, axis=1) / 200, "part": part, "S": points}
+    return annotation_rows(names, part_xy, world, np.array(inside, dtype=np.float32)[:, :, None])
 
 
 def least_squares(design: np.ndarray, target: np.ndarray) -> np.ndarray:

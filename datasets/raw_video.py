@@ -20,6 +20,7 @@ from shardprep.runtime.errors import ConfigError
 
 # The converters' annotation keys and per-row shapes (MMPose body-3D, 17 joints).
 ANNOTATION_ROWS = {"imgname": (), "center": (2,), "scale": (), "part": (17, 3), "S": (17, 4)}
+BOX_SCALE_FACTOR = 1.2  # both converters: scale = 1.2 * the 2D box's longer side / 200
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,18 @@ class VideoConversion:
             raise ValueError(f"annotation rows {rows} do not match the {len(self.names)} frames")
         if (self.video is None) == (self.images is None):
             raise ValueError("a conversion takes its frames from a video or from images, one of the two")
+
+
+def annotation_rows(imgnames: list[str], part_xy: np.ndarray, world: np.ndarray,
+                    visible: np.ndarray) -> dict[str, np.ndarray]:
+    """The converters' five keys from (frames, 17, 2) px, (frames, 17, 3) m and (frames, 17, 1) visibility:
+    `part` = [x, y, v], `S` = [X, Y, Z, v], `center` = the middle of the 2D box, `scale` from its longer side. The
+    same numpy operations as the converters, so the float64 results are theirs bit for bit."""
+    part = np.concatenate([part_xy, visible], axis=-1)
+    points = np.concatenate([world, visible], axis=-1)
+    low, high = part[:, :, :2].min(axis=1), part[:, :, :2].max(axis=1)
+    return {"imgname": np.array(imgnames), "center": (low + high) / 2,
+            "scale": BOX_SCALE_FACTOR * np.max(high - low, axis=1) / 200, "part": part, "S": points}
 
 
 class RawVideoDataset(Dataset):
