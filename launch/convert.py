@@ -3,7 +3,8 @@ shards=20` (one SLURM array, one item per video; re-run to resume), then `python
 stage=convert` writes the converter's layout under `merged_dir`.
 
 `dataset=<name>` picks the raw form of that dataset (`conf/dataset/raw_<name>.yaml`) and `raw_root=` is its
-`dataset.root`; every other key is as for any stage launch.
+`dataset.root`; tasks ask for no GPU (`cluster.gpus_per_task=0` unless the command line says otherwise); every other
+key is as for any stage launch.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from shardprep.runtime.config import CONF_DIR
 from shardprep.runtime.errors import ConfigError
 
 RAW_PREFIX = "raw_"
+# Converting decodes videos on CPUs: no GPU asked for unless the command line asks (a later override wins).
+CPU_ONLY = ("cluster.gpus_per_task=0",)
 
 
 def raw_datasets() -> list[str]:
@@ -51,7 +54,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     except ConfigError as error:
         print(f"shardprep: error: {error}", file=sys.stderr)
         sys.exit(EXIT_CONFIG)
-    run_stage("convert")(translated)
+    run_stage("convert")([*CPU_ONLY, *translated])
 
 
 if __name__ == "__main__":

@@ -211,6 +211,8 @@ def test_dry_run_plans_videos_weighted_by_frames(raw: Path, tmp_path: Path) -> N
     rows = [line.split() for line in done.stdout.splitlines() if line[:1].isdigit() and len(line.split()) == 3]
     assert [(int(items), int(frames)) for _, items, frames in rows] == [(14, 42), (14, 42)]
     assert not (tmp_path / "run").exists()
+    asked = launch("convert.py", "dataset=h36m", "--cfg", "job", "--package", "cluster.gpus_per_task")
+    assert asked.stdout.strip().splitlines()[-1] == "0"  # converting asks for no GPU unless told
 
 
 def test_convert_refuses_a_dataset_without_a_raw_form(tmp_path: Path) -> None:
