@@ -44,6 +44,8 @@ CORE_REQS=(
   "pillow>=9.0"
   "scikit-image>=0.21"
   "pytest>=7.4"
+  "imageio-ffmpeg>=0.5"        # ships its own ffmpeg binary: mp4 encoding (events), frame extraction (convert)
+  "cdflib>=1.3"                # pure-Python CDF reader: Human3.6M's pose files (convert); no C library to build
 )
 BUILD_REQS=("$SETUPTOOLS_SPEC" "wheel" "ninja" "cython>=3" "$NUMPY_SPEC")
 # Runtime requirements of mmcv / mmengine / mmdet / mmpose, installed by hand because those four are
@@ -57,7 +59,6 @@ MM_REQS=(
 )
 EXTRA_REQS=(
   "$TRANSFORMERS_SPEC" "safetensors"
-  "imageio-ffmpeg>=0.5"        # mp4 encoder (ships its own ffmpeg binary)
   "imageio"
 )
 
@@ -359,7 +360,7 @@ nms(torch.tensor([[0., 0., 1., 1.], [0., 0., 1., 1.]]), torch.tensor([1., .5]), 
   ensure "mmpose" --no-deps -- "mmpose==$MMPOSE_PIN"
 
   # ------------------------------------------------------------------------------------------------------
-  step "transformers, imageio-ffmpeg"
+  step "transformers, imageio"
   ensure "extras" "${EXTRA_REQS[@]}"
 fi
 

@@ -26,6 +26,7 @@ def commands() -> dict[str, tuple[str, Callable[[Sequence[str] | None], None]]]:
         return entry
 
     return {
+        "convert": ("raw datasets to MMPose-format annotations and frames", later("convert")),
         "depth": ("run the depth stage (detector, pose, depth model)", run_stage("depth")),
         "events": ("run the DSEC events stage", run_stage("events")),
         "run": ("run any stage: stage=<name>", run_stage(None)),
