@@ -29,8 +29,9 @@ from shardprep.runtime.store import FINGERPRINT_KEY
 CHUNK = 512
 
 # Per item, why it has no usable checkpoint.
-OK, MISSING, UNREADABLE, STALE = 0, 1, 2, 3
-REASONS = {MISSING: "missing", UNREADABLE: "unreadable or wrong shape", STALE: "written by an older run"}
+OK, MISSING, UNREADABLE, STALE, INVALID = 0, 1, 2, 3, 4
+REASONS = {MISSING: "missing", UNREADABLE: "unreadable or wrong shape", STALE: "written by an older run",
+           INVALID: "truncated, of other arrays or of another run"}
 
 Spec = Mapping[str, tuple[tuple[int, ...], np.dtype]]
 

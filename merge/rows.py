@@ -25,7 +25,8 @@ from shardprep.datasets.mmpose_npz import UNITS, MMPoseDataset
 from shardprep.datasets.splits import SplitDataset
 from shardprep.merge import hdf5, xycd
 from shardprep.merge.job import MergeJob
-from shardprep.merge.reader import MISSING, OK, REASONS, Checkpoints, read_all, spec_of
+from shardprep.merge.reader import INVALID, MISSING, OK, REASONS, Checkpoints, read_all, spec_of
+from shardprep.runtime.build import build_stage
 from shardprep.runtime.errors import ConfigError
 from shardprep.runtime.progress import producing_environments
 from shardprep.runtime.status import status_command
@@ -68,7 +69,11 @@ class RowMerge:
                 raise ConfigError(f"the {split or dataset.name} annotation file already has {', '.join(clash)}: rename "
                                   f"them in `fields` of conf/merge/{config['stage']['name']}.yaml")
         checkpoints = Checkpoints.locate(job.folder, job.manifest, items, self.suffix)
-        status = np.where(checkpoints.present(), OK, MISSING).astype(np.uint8)
+        # Valid as the shards' tasks and status count it (through the validation cache: only files that changed since
+        # a task last looked are opened here), so the merge never disagrees with status or a resume on what is done.
+        valid_names = job.folder.valid_files(job.manifest, build_stage(config).outputs)
+        status = np.where(checkpoints.valid(valid_names), OK,
+                          np.where(checkpoints.present(), INVALID, MISSING)).astype(np.uint8)
         if not job.allow_partial:
             _refuse_incomplete(job, items, checkpoints, status)
         if not (status == OK).any():
@@ -79,8 +84,9 @@ class RowMerge:
             spec = spec_of(first, keys)
         except (OSError, ValueError) as error:
             raise ConfigError(f"conf/merge/{config['stage']['name']}.yaml does not fit the checkpoints: {error}") from None
-        arrays, status = read_all(checkpoints.files, spec, job.manifest.fingerprint, job.workers,
-                                  desc=f"merge {dataset.name}")
+        arrays, read = read_all(checkpoints.files, spec, job.manifest.fingerprint, job.workers,
+                                desc=f"merge {dataset.name}")
+        status = np.where(status == OK, read, status)  # a file changed while being merged is still caught
         if not job.allow_partial:
             _refuse_incomplete(job, items, checkpoints, status)
         valid = status == OK

@@ -9,7 +9,7 @@ Launcher, array tasks, status, resubmit, every merge and the stages that read an
     checkpoints/shard-N/     one file per item and output              the shard's task (ShardStore)
     errors/shard-N.jsonl     failed attempts                           the shard's task
     progress/shard-N.json    one entry per attempt at the shard        the shard's task
-    progress/shard-N.valid.json  validation cache of the shard folder  the shard's task
+    progress/shard-N.valid.npz   validation cache of the shard folder  the shard's task
     logs/                    submitit's stdout/stderr per task         submitit
     merged/                  training files                            the merge (merge/folder.py)
 
@@ -118,7 +118,7 @@ class RunFolder:
         return self.path / "progress" / f"{shard_name(shard)}.json"
 
     def validation_cache(self, shard: int) -> Path:
-        return self.path / "progress" / f"{shard_name(shard)}.valid.json"
+        return self.path / "progress" / f"{shard_name(shard)}.valid.npz"
 
     # -- the manifest ------------------------------------------------------------------------------------------------
     def exists(self) -> bool:

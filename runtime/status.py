@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
@@ -18,7 +19,9 @@ from shardprep.runtime.config import CONF_DIR
 from shardprep.runtime.progress import Attempt
 from shardprep.runtime.run_folder import RunFolder, pid_alive
 from shardprep.runtime.scheduler import earlier_runs, final_states, queued_tasks
-from shardprep.runtime.store import ErrorRecord
+from shardprep.runtime.store import ErrorRecord, ShardStore
+
+SCAN_THREADS = 4
 
 
 @dataclass
@@ -70,9 +73,13 @@ def run_status(folder: RunFolder) -> RunStatus:
     reruns = earlier_runs(slurm_jobs)
     status = RunStatus([], max_attempts)
     now = time.time()
+    stores = folder.stores(manifest, outputs)
+    # A shard's check is mostly stat calls, which release the GIL: threads overlap them where cores are free.
+    with ThreadPoolExecutor(max(1, min(SCAN_THREADS, len(stores)))) as pool:
+        scans = list(pool.map(ShardStore.check_folder, stores))
     for shard, (start, end) in enumerate(manifest.plan):
-        store = folder.store(manifest, shard, outputs)
-        done_ids = store.check_folder().complete
+        store = stores[shard]
+        done_ids = scans[shard].complete
         attempts = store.attempts()
         failed_ids = set(attempts) - done_ids
         gave_up = {item for item in failed_ids if attempts[item] >= max_attempts}

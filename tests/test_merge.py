@@ -138,7 +138,8 @@ def test_unreadable_or_stale_checkpoints_are_not_merged(h36m: list[str], tmp_pat
     flipped.write_bytes(bytes(data))
     with pytest.raises(ConfigError) as refused:
         run_merge(args)
-    assert (f"shard 0: 3 unreadable or wrong shape/written by an older run ({corrupt.stem}, {stale.stem}, "
+    # All three fail the shards' own validation, what status and a resume count: the merge agrees with them.
+    assert (f"shard 0: 3 truncated, of other arrays or of another run ({corrupt.stem}, {stale.stem}, "
             f"{flipped.stem})") in str(refused.value)
 
 

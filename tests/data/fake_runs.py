@@ -48,8 +48,10 @@ def fake_depth_run(run_dir: Path, dataset_overrides: Sequence[str], shards: int,
                    undetected: Sequence[str] = ()) -> list[str]:
     """Write the run; return the merge command's overrides for it."""
     overrides = [*dataset_overrides, f"out_dir={run_dir}"]
-    config = load_config([*overrides, "stage=image_stats"])
-    config["stage"] = {"name": "depth", "radius": 3}
+    # The depth stage's own config (its random-weight demo models are never loaded: no task runs), so the merge
+    # validates these files against the stage's declared outputs as it does a real run's.
+    config = load_config([*overrides, "stage=depth_demo"])
+    config["stage"]["name"] = "depth"
     dataset = build_dataset(config)
     items = dataset.items()
     plan = plan_shards(items, shards)
