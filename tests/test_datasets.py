@@ -151,13 +151,20 @@ def test_bare_mmpose_dataset_refuses_a_missing_image_at_launch(tmp_path: Path) -
     out = tmp_path / "run"
     done = launch("run.py", "stage=image_stats", "dataset._target_=shardprep.datasets.mmpose_npz.MMPoseDataset",
                   "dataset.name=mine", "~dataset.root", "~dataset.sequences", "~dataset.frames_per_sequence",
-                  f"+dataset.annotation={root / 'annotation_body3d/fps10/h36m_train.npz'}",
+                  "~dataset.subjects", f"+dataset.annotation={root / 'annotation_body3d/fps10/h36m_train.npz'}",
                   f"+dataset.image_root={root / 'images'}", "cluster=debug", f"out_dir={out}", check=False)
     assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
     line = done.stderr.strip().splitlines()[-1]
     assert f"1 of 6 images are missing, first {root / 'images' / missing} (row 4)" in line, line
     assert "holds e.g. 'S5_Walking_1.54138969_000001.jpg'" in line and "dataset.image_root" in line
     assert not out.exists() or not any(out.iterdir())
+    # A key the changed class does not take: one line naming the class and how to remove it, no traceback.
+    done = launch("run.py", "stage=image_stats", "dataset._target_=shardprep.datasets.mmpose_npz.MMPoseDataset",
+                  "dataset.name=mine", "~dataset.root", "~dataset.sequences", "~dataset.frames_per_sequence",
+                  f"+dataset.annotation={root / 'annotation_body3d/fps10/h36m_train.npz'}",
+                  f"+dataset.image_root={root / 'images'}", "cluster=debug", f"out_dir={out}", check=False)
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+    assert "unexpected keyword argument 'subjects'" in done.stderr and "~dataset.<key>" in done.stderr
 
 
 def test_detected_layout_is_printed_and_recorded(tmp_path: Path) -> None:
