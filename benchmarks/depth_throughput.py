@@ -216,12 +216,14 @@ def stage_config(folder: Path, size: str, args: argparse.Namespace, precision: s
     ])
 
 
-def parts(stage, dataset: MMPoseDataset, items, batch: int) -> dict[str, float]:
+def parts(stage, dataset: MMPoseDataset, items, batch: int, folder: Path) -> dict[str, float]:
     """ms per batch of each part alone (synchronised, median of 5): CPU decode (PIL, read-ahead threads), the same
     files read in those threads and decoded by nvJPEG (the stage's way on a GPU), upload of decoded frames,
-    detector, crops + RTMPose + SimCC, depth, run_frames."""
+    detector, crops + RTMPose + SimCC, depth, run_frames; the stage's two steps as the worker runs them in two
+    threads (`prepare`: decode + detector on the second stream; `process`: pose + depth) and the batch's writes."""
     from concurrent.futures import ThreadPoolExecutor
 
+    from shardprep.stages.base import Work
     from shardprep.stages.depth.decode import frames_on_device
     from shardprep.stages.depth.pipeline import choose_boxes, estimate_keypoints, frame_depths, run_frames
 
@@ -229,12 +231,17 @@ def parts(stage, dataset: MMPoseDataset, items, batch: int) -> dict[str, float]:
     chosen = items[:batch]
     with ThreadPoolExecutor(stage.read_workers) as pool:
         payloads = list(pool.map(dataset.read, chosen))
+        works = [Work(item, payload, frozenset({"depth"}))
+                 for item, payload in zip(chosen, pool.map(stage.reader(dataset), chosen))]
     images = [payload["image"] for payload in payloads]
     annotated = [payload.get("bbox_gt") for payload in payloads]
     flags = [False] * len(images)
     frames = [torch.from_numpy(np.ascontiguousarray(image)).to(device).permute(2, 0, 1) for image in images]
     boxes = choose_boxes(models, frames, annotated, flags)
     poses = estimate_keypoints(frames, boxes, models.pose, models.pose_batch)
+    prepared = stage.prepare(works)
+    results = stage.process(prepared)
+    store = RunFolder(folder).shard_store(0, stage.outputs, "benchmark")
 
     def timed(run) -> float:
         times = []
@@ -263,8 +270,17 @@ def parts(stage, dataset: MMPoseDataset, items, batch: int) -> dict[str, float]:
         "crops_pose_simcc": timed(lambda: estimate_keypoints(frames, boxes, models.pose, models.pose_batch)),
         "depth_sampling": timed(lambda: frame_depths(models, frames, poses, stage.radius)),
         "run_frames": timed(lambda: run_frames(models, frames, annotated, stage.radius, flags)),
+        "prepare": timed(lambda: stage.prepare(works)),
+        "process": timed(lambda: stage.process(prepared)),
+        "write": timed(lambda: [store.write(work.item.id, result) for work, result in zip(works, results)]),
     }
     return out
+
+
+def networks(stage) -> list:
+    """The stage's BatchForward wrappers (detector, pose, depth)."""
+    models = stage.models
+    return [model.network for model in (models.detector, models.pose, models.depth) if model is not None]
 
 
 def gpu_busy(stage, dataset: MMPoseDataset, items, run_dir: Path) -> float:
@@ -342,14 +358,23 @@ def main() -> None:
             stage_s = staged(stage, dataset, items, folder / f"stage-{size}")
             stage_mem = peak_memory_gib(device)
             gflop, eager_fps, alone_fps = depth_alone(stage, args.batch)
-            part_ms = parts(stage, dataset, items, args.batch)
+            part_ms = parts(stage, dataset, items, args.batch, folder / f"parts-{size}")
             busy = gpu_busy(stage, dataset, items[:8 * args.batch], folder / f"busy-{size}")
             plans_equal = same_bytes_across_plans(stage, dataset, items[:6 * args.batch], folder / f"plans-{size}")
             # The same models with frames decoded on the CPU in the read-ahead threads (stage.decode=cpu).
             stage.decode = "cpu"
             cpu_decode_s = staged(stage, dataset, items, folder / f"cpu-decode-{size}")
             stage.decode = "auto"
-            # The same, autotuned (stage.deterministic=false, which sets these flags): what determinism costs.
+            # The same, compiled but not replayed as CUDA graphs (stage.cuda_graphs=false): what the graphs give.
+            graphed = [network.cuda_graphs for network in networks(stage)]
+            for network in networks(stage):
+                network.cuda_graphs = False
+            no_graphs_s = staged(stage, dataset, items, folder / f"no-graphs-{size}")
+            # The same, autotuned (stage.deterministic=false, which sets these flags): what determinism costs. The
+            # graphs are captured again: a capture keeps the kernels cuDNN chose then.
+            for network, flag in zip(networks(stage), graphed):
+                network.cuda_graphs = flag
+                network.graphs.clear()
             torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = True, False
             staged(stage, dataset, items[:2 * args.batch], folder / f"warm-tuned-{size}")
             tuned_s = staged(stage, dataset, items, folder / f"tuned-{size}")
@@ -374,7 +399,8 @@ def main() -> None:
                 "fp32": agreement(naive_dir, RunFolder(folder / f"fp32-{size}").shard_folder(0)),
                 "parts_ms_per_batch": part_ms, "loop_ms_per_batch": 1e3 * stage_s / (args.frames / args.batch),
                 "gpu_busy": busy, "plans_bit_identical": plans_equal, "autotuned_fps": args.frames / tuned_s,
-                "cpu_decode_fps": args.frames / cpu_decode_s,
+                "cpu_decode_fps": args.frames / cpu_decode_s, "no_cuda_graphs_fps": args.frames / no_graphs_s,
+                "cuda_graphs": graphed,
                 "cpu_decode_vs_nvjpeg": agreement(RunFolder(folder / f"cpu-decode-{size}").shard_folder(0),
                                                   RunFolder(folder / f"stage-{size}").shard_folder(0)),
                 "cpus": len(os.sched_getaffinity(0)),
@@ -398,6 +424,8 @@ def main() -> None:
         print(f"{'':>6} {row['cpus']} CPUs; ms per batch of {row['batch']}: " + ", ".join(
             f"{name} {ms:.1f}" for name, ms in row["parts_ms_per_batch"].items()) +
             f"; loop {row['loop_ms_per_batch']:.1f}; GPU busy {100 * row['gpu_busy']:.0f}% of the loop")
+        print(f"{'':>6} CUDA graphs (detector, pose, depth) {row['cuda_graphs']}; without graphs "
+              f"{row['no_cuda_graphs_fps']:.1f} f/s")
         print(f"{'':>6} deterministic {row['stage_fps']:.1f} f/s vs autotuned {row['autotuned_fps']:.1f} f/s; "
               f"decoding on the CPU instead of nvJPEG {row['cpu_decode_fps']:.1f} f/s; "
               f"1 shard vs 3 shards + a third redone bit-identical: {row['plans_bit_identical']}")

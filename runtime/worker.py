@@ -136,16 +136,18 @@ def processed_batches(stage: Stage, dataset: Dataset, batches: Sequence[Sequence
     there for its composition only); yield each batch's outcomes of those items (None, or the item's error) once
     written.
 
-    One batch is written in a background thread while the next is processed: writing and validating an item's
-    outputs can cost a good part of processing it (a fifth of a GPU stage's time per item in its benchmark, the
-    GPU idle meanwhile). A kill loses at most the batch being processed and the one being written.
+    Three steps overlap: while batch N is processed, batch N+1 is prepared (`Stage.prepare`) in one thread and batch
+    N-1 written in another. Writing and validating an item's outputs can cost a good part of processing it (a fifth
+    of a GPU stage's time per item in its benchmark, the GPU idle meanwhile). A kill loses at most the batches in
+    those three steps.
     """
     items = [item for batch in batches for item in batch]
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="write") as writer:
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="write") as writer, \
+            ThreadPoolExecutor(max_workers=1, thread_name_prefix="prepare") as preparer:
         writing: Future[list[Outcome]] | None = None
         works = _read_ahead(stage.reader(dataset), items, missing, stage.read_workers, stage.batch_size)
-        for batch in _batches(works, [len(batch) for batch in batches]):
-            results = _process(stage, batch)
+        for batch, prepared in _prepared_ahead(stage, preparer, _batches(works, [len(batch) for batch in batches])):
+            results = _process(stage, batch, prepared, preparer)
             if writing is not None:
                 yield writing.result()
             writing = writer.submit(_write_batch, store, batch, results, write)
@@ -212,17 +214,37 @@ def _write_batch(store: ShardStore, batch: Sequence[Work | ReadFailure],
     return outcomes
 
 
-def _process(stage: Stage, batch: list[Work] | list[ReadFailure]) -> list[ItemResult | BaseException]:
-    """Run the stage on a batch; if the whole batch fails, retry item by item so one bad item fails alone."""
+def _prepared_ahead(stage: Stage, preparer: ThreadPoolExecutor, batches: Iterable[list[Work] | list[ReadFailure]],
+                    ) -> Iterator[tuple[list[Work] | list[ReadFailure], Future[Sequence[Work]]]]:
+    """Each batch with its `Stage.prepare` under way in `preparer`: the next batch's is started before a batch is
+    handed on."""
+    pending = None
+    for batch in batches:
+        started = (batch, preparer.submit(_prepare, stage, batch))
+        if pending is not None:
+            yield pending
+        pending = started
+    if pending is not None:
+        yield pending
+
+
+def _prepare(stage: Stage, batch: list[Work] | list[ReadFailure]) -> Sequence[Work | ReadFailure]:
+    return batch if isinstance(batch[0], ReadFailure) else stage.prepare(batch)
+
+
+def _process(stage: Stage, batch: list[Work] | list[ReadFailure], prepared: Future[Sequence[Work]],
+             preparer: ThreadPoolExecutor) -> list[ItemResult | BaseException]:
+    """Run the stage on a prepared batch; if the whole batch fails (in `prepare` or `process`), retry item by item
+    so one bad item fails alone (prepared in `preparer` too: a stage's prepare runs in one thread only)."""
     if isinstance(batch[0], ReadFailure):
         return [batch[0].error]
     try:
-        results = stage.process(batch)
+        results = stage.process(prepared.result())
     except Exception as error:
         if len(batch) == 1:
             return [error]
         log.warning("batch of %d failed (%s); retrying its items one by one", len(batch), error)
-        return [_process(stage, [work])[0] for work in batch]
+        return [_process(stage, [work], preparer.submit(_prepare, stage, [work]), preparer)[0] for work in batch]
     if len(results) != len(batch):
         raise RuntimeError(f"stage {stage.name} returned {len(results)} results for {len(batch)} items")
     return results

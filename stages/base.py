@@ -73,6 +73,12 @@ class Stage(ABC):
         versions): recorded per attempt, so a resume elsewhere is noticed and a merge can say what made its files."""
         return {}
 
+    def prepare(self, batch: Sequence[Work]) -> Sequence[Work]:
+        """The first part of a batch's processing, run one batch ahead of `process` in a thread of its own (a GPU
+        stage's decoding and first network on a second CUDA stream, so the device works on two batches at once).
+        Its returned batch, payloads possibly replaced, is what `process` gets; by default the batch as read."""
+        return batch
+
     @abstractmethod
     def process(self, batch: Sequence[Work]) -> list[ItemResult | BaseException]:
         """Process a batch; one entry per work item, an exception for an item that failed on its own."""

@@ -71,7 +71,7 @@ def test_stage_in_process_with_features_and_bad_payloads(models: list[str], demo
     works[1].payload["bbox_gt"] = np.zeros(4, np.float32)          # all-zero annotation row: highest-score box
     works.append(Work(items[2], {"image": np.zeros((0, 5, 3), np.uint8), "bbox_gt": np.zeros(4)}))
     works.append(Work(items[2], {"row": {}}))
-    results = stage.process(works)
+    results = stage.process(stage.prepare(works))
     assert len(results) == 5
     for result in results[:3]:
         check_frame(result["depth"])
@@ -163,7 +163,7 @@ def test_gt_box_mode_of_the_dataset_overrides_the_detector(models: list[str], de
     stage.setup()
     item = dataset.items()[0]
     payload = {**dataset.read(item), "bbox_gt": np.array([100, 50, 400, 500], np.float32), "use_gt_box": True}
-    (result,) = stage.process([Work(item, payload, frozenset({"depth"}))])
+    (result,) = stage.process(stage.prepare([Work(item, payload, frozenset({"depth"}))]))
     assert result["depth"]["bbox"].tolist() == [100, 50, 400, 500, 1]
 
 

@@ -50,17 +50,24 @@ def chunks(count: int, size: int) -> Iterator[slice]:
 
 
 class BatchForward:
-    """A network's forward on batches of at most `batch_size`, optionally through torch.compile.
+    """A network's forward on batches of at most `batch_size`, optionally through torch.compile and CUDA graphs.
 
     Compiled graphs are specialised to the input shape: a shorter batch is padded (its last sample repeated) so one
     graph serves every batch, and the outputs are cut back. A node without a working compiler toolchain (Triton
     needs one) runs the network eager from then on, slower but not failing.
+
+    With `cuda_graphs`, the compiled forward is captured once per input shape and replayed: one launch per batch
+    instead of hundreds, which is what the host, not the GPU, spent its time on (docs/depth.md). The replay writes
+    the same buffers each time, so outputs are cloned before they are returned. A capture that fails (a forward that
+    synchronises with the host) leaves the network compiled without graphs.
     """
 
     def __init__(self, forward: Callable[[torch.Tensor], Any], batch_size: int, compile: bool, name: str,
-                 setting: str) -> None:
+                 setting: str, cuda_graphs: bool = False) -> None:
         self.forward, self.batch_size, self.name, self.setting = forward, batch_size, name, setting
         self.compiled = torch.compile(forward, dynamic=False) if compile else None
+        self.cuda_graphs = cuda_graphs and compile
+        self.graphs: dict[tuple[Any, ...], CapturedForward] = {}
 
     def __call__(self, batch: torch.Tensor) -> Any:
         if self.compiled is None:
@@ -69,7 +76,7 @@ class BatchForward:
         padded = torch.cat([batch, batch[-1:].expand(self.batch_size - count, *batch.shape[1:])]) \
             if count < self.batch_size else batch
         try:
-            out = self.compiled(padded)
+            out = self._graphed(padded) if self.cuda_graphs else self.compiled(padded)
         except torch._dynamo.exc.TorchDynamoException as error:
             log.warning("torch.compile of the %s failed (%s); running it eager from now on (%s=false skips the "
                         "attempt)", self.name, str(error).splitlines()[0], self.setting)
@@ -77,10 +84,53 @@ class BatchForward:
             return self.forward(batch)
         return tree_map(lambda value: value[:count] if isinstance(value, torch.Tensor) else value, out)
 
+    def _graphed(self, batch: torch.Tensor) -> Any:
+        key = (tuple(batch.shape), batch.dtype, batch.stride())
+        if key not in self.graphs:
+            try:
+                self.graphs[key] = CapturedForward(self.compiled, batch)
+            except RuntimeError as error:
+                log.warning("CUDA graph capture of the %s failed (%s); running it compiled without graphs "
+                            "(stage.cuda_graphs=false skips the attempt)", self.name, str(error).splitlines()[0])
+                self.cuda_graphs = False
+                return self.compiled(batch)
+        return self.graphs[key](batch)
+
+
+class CapturedForward:
+    """One forward captured in a CUDA graph for inputs like `example`, on the calling thread's current stream.
+
+    Warm-up calls and the capture run on a stream of its own (what capture requires; torch's default capture stream
+    is shared by all threads). The capture is `thread_local`: another thread's work on the device (the next batch's
+    decoding) does not invalidate it.
+    """
+
+    def __init__(self, forward: Callable[[torch.Tensor], Any], example: torch.Tensor, warmups: int = 2) -> None:
+        self.input = example.clone()
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            for _ in range(warmups):
+                forward(self.input)
+        torch.cuda.current_stream().wait_stream(side)
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.graph, stream=side, capture_error_mode="thread_local"):
+            self.output = forward(self.input)
+
+    def __call__(self, batch: torch.Tensor) -> Any:
+        self.input.copy_(batch)
+        self.graph.replay()
+        return tree_map(lambda value: value.clone() if isinstance(value, torch.Tensor) else value, self.output)
+
 
 def compile_setting(setting: Any, device: torch.device) -> bool:
     """stage.<model>.compile: auto (on CUDA only: on the CPU compiling costs more than it saves), true or false."""
     return device.type == "cuda" if setting == "auto" else bool(setting)
+
+
+def cuda_graphs_setting(setting: Any, device: torch.device) -> bool:
+    """stage.cuda_graphs: auto or true (the compiled networks replayed as CUDA graphs, on CUDA), or false."""
+    return device.type == "cuda" and setting in ("auto", True)
 
 
 def memory_format(device: torch.device) -> torch.memory_format:
@@ -112,7 +162,7 @@ class Detector:
 
     def __init__(self, config: Path, checkpoint: str | None, device: torch.device, precision: str,
                  person_label: int = 0, test_cfg: dict[str, Any] | None = None, batch_size: int = 16,
-                 compile: bool = False) -> None:
+                 compile: bool = False, cuda_graphs: bool = False) -> None:
         from mmdet.apis import init_detector
 
         # init_detector clears the backbone's pretrained init_cfg only when given no options; never fetch it.
@@ -130,7 +180,8 @@ class Detector:
         self.mean, self.std, self.rgb = _normalizer(self.model.data_preprocessor, device)
         self.memory_format = memory_format(device)
         self.model.to(memory_format=self.memory_format)
-        self.network = BatchForward(self._network, batch_size, compile, "detector", "stage.detector.compile")
+        self.network = BatchForward(self._network, batch_size, compile, "detector", "stage.detector.compile",
+                                    cuda_graphs)
 
     def _network(self, batch: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         with autocast(self.device, self.precision):
@@ -153,7 +204,8 @@ class PoseEstimator:
     """RTMPose (an mmpose top-down model) on batches of crops; keypoints come back in crop pixels (COCO order)."""
 
     def __init__(self, config: Path, checkpoint: str | None, device: torch.device, precision: str,
-                 features: bool = False, batch_size: int = 64, compile: bool = False) -> None:
+                 features: bool = False, batch_size: int = 64, compile: bool = False,
+                 cuda_graphs: bool = False) -> None:
         from mmpose.apis import init_model
 
         self.model = init_model(str(config), checkpoint, device=str(device))
@@ -171,7 +223,8 @@ class PoseEstimator:
         self.split_ratio = simcc_split_ratio(self.model.head.decoder)
         self.memory_format = memory_format(device)
         self.model.to(memory_format=self.memory_format)
-        self.network = BatchForward(self._network, batch_size, compile, "pose model", "stage.pose.compile")
+        self.network = BatchForward(self._network, batch_size, compile, "pose model", "stage.pose.compile",
+                                    cuda_graphs)
 
     def _network(self, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """The last backbone map and the SimCC vectors (x, y) of a batch of normalised crops."""
@@ -228,7 +281,7 @@ class DepthEstimator:
     """Depth Anything V2 metric (transformers) on batches of same-size frames, at its native input resolution."""
 
     def __init__(self, path: Path, device: torch.device, precision: str, features: bool = False,
-                 batch_size: int = 16, compile: bool = False) -> None:
+                 batch_size: int = 16, compile: bool = False, cuda_graphs: bool = False) -> None:
         from transformers import DepthAnythingForDepthEstimation
 
         self.model = DepthAnythingForDepthEstimation.from_pretrained(str(path), local_files_only=True)
@@ -248,7 +301,8 @@ class DepthEstimator:
         self.batch_size = batch_size
         # torch.compile (inductor) fuses the ViT's norms, activations and casts (docs/depth.md); one graph per input
         # size, compiled on the first batch of that size.
-        self.network = BatchForward(self._network, batch_size, compile, "depth model", "stage.depth.compile")
+        self.network = BatchForward(self._network, batch_size, compile, "depth model", "stage.depth.compile",
+                                    cuda_graphs)
 
     def _network(self, pixels: torch.Tensor) -> torch.Tensor:
         with autocast(self.device, self.precision):

@@ -2,13 +2,16 @@
 
 Frames are uploaded to the device once, as uint8; every resampling happens there. Detection runs on the whole
 batch, pose on the batch of chosen boxes' crops, depth on the frames that have a person, one forward per resolution.
+Detection (`choose_boxes`) and the rest (`pose_and_depth`) are separate steps so the stage can run a batch's
+detection on the second stream (`Models.side_stream`) while the previous batch's pose and depth run.
 """
 
 from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -19,7 +22,8 @@ from shardprep.stages.depth.files import resolve_config, resolve_depth_model
 from shardprep.stages.depth.geometry import TopdownCrop
 from shardprep.stages.depth.imageops import warp_crops
 from shardprep.stages.depth.keypoints import JOINTS, coco_to_h36m
-from shardprep.stages.depth.models import DepthEstimator, Detector, PoseEstimator, chunks, compile_setting
+from shardprep.stages.depth.models import (DepthEstimator, Detector, PoseEstimator, chunks, compile_setting,
+                                           cuda_graphs_setting)
 from shardprep.stages.depth.random_models import model_checkpoint
 from shardprep.stages.depth.sampling import features_at, joint_depths
 from shardprep.stages.depth.selection import select_person
@@ -44,10 +48,36 @@ class Models:
     depth: DepthEstimator
     score_threshold: float
     pose_batch: int
+    stream: torch.cuda.Stream | None = None
+
+    def __post_init__(self) -> None:
+        if self.device.type == "cuda" and self.stream is None:
+            self.stream = torch.cuda.Stream(self.device)
+
+    @contextmanager
+    def side_stream(self) -> Iterator[None]:
+        """Device work queued in the block goes to the models' second stream and is finished when the block ends.
+        Tensors made there and used later on another stream must be `adopt`ed by it."""
+        if self.stream is None:
+            yield
+            return
+        with torch.cuda.stream(self.stream):
+            yield
+        self.stream.synchronize()
+
+    def adopt(self, tensors: Sequence[torch.Tensor]) -> None:
+        """Tensors made on the second stream, now used on the current one: their memory is not handed out again
+        until the current stream's queued work on them is done (the caching allocator only knows the stream that
+        allocated a block)."""
+        if self.stream is not None:
+            current = torch.cuda.current_stream(self.device)
+            for tensor in tensors:
+                tensor.record_stream(current)
 
     @classmethod
     def load(cls, detector: dict[str, Any], pose: dict[str, Any], depth: dict[str, Any], device_name: str,
-             precision: str, features: bool = False, deterministic: bool = True, batch_size: int = 16) -> Models:
+             precision: str, features: bool = False, deterministic: bool = True, batch_size: int = 16,
+             cuda_graphs: Any = "auto") -> Models:
         """The stage's models on `device_name`; the detector runs on batches of up to `batch_size` frames."""
         device = torch.device("cuda" if device_name == "auto" and torch.cuda.is_available() else
                               "cpu" if device_name == "auto" else device_name)
@@ -64,16 +94,17 @@ class Models:
         # A call never gets more than one batch's frames: compiled networks pad to these sizes, so no larger.
         pose_batch = min(int(pose.get("batch_size", 64)), batch_size)
         depth_batch = min(int(depth.get("batch_size", 16)), batch_size)
+        graphs = cuda_graphs_setting(cuda_graphs, device)
         return cls(
             device=device,
             detector=None if detector["kind"] == "gt" else Detector(
                 resolve_config(detector["config"]), str(model_checkpoint("detector", detector)), device, precision,
                 int(detector.get("person_label", 0)), detector.get("test_cfg"), batch_size,
-                compile_setting(detector.get("compile", "auto"), device)),
+                compile_setting(detector.get("compile", "auto"), device), graphs),
             pose=PoseEstimator(resolve_config(pose["config"]), str(model_checkpoint("pose", pose)), device, precision,
-                               features, pose_batch, compile_setting(pose.get("compile", "auto"), device)),
+                               features, pose_batch, compile_setting(pose.get("compile", "auto"), device), graphs),
             depth=DepthEstimator(resolve_depth_model(depth["model"]), device, precision, features, depth_batch,
-                                 compile_setting(depth.get("compile", "auto"), device)),
+                                 compile_setting(depth.get("compile", "auto"), device), graphs),
             score_threshold=float(detector.get("score_threshold", 0.3)),
             pose_batch=pose_batch,
         )
@@ -84,7 +115,12 @@ def run_frames(models: Models, frames: list[torch.Tensor], annotated: Sequence[n
     """The schema's arrays for each frame (3, H, W) uint8 RGB on the models' device, given each frame's annotated
     box (or None). `use_annotated[i]`: frame i takes its annotated box even with a detector (datasets in GT-box
     mode, e.g. 3DPW)."""
-    boxes = choose_boxes(models, frames, annotated, use_annotated)
+    return pose_and_depth(models, frames, choose_boxes(models, frames, annotated, use_annotated), radius)
+
+
+def pose_and_depth(models: Models, frames: list[torch.Tensor], boxes: list[np.ndarray | None],
+                   radius: int) -> list[dict[str, np.ndarray]]:
+    """The schema's arrays for each frame given its chosen box (or None): keypoints, then depth."""
     poses = estimate_keypoints(frames, boxes, models.pose, models.pose_batch)
     depths = frame_depths(models, frames, poses, radius)
     channels = feature_channels(models)

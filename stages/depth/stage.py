@@ -4,11 +4,14 @@ Per batch of frames: (1) a person box, from RTMDet run on the batch or from the 
 chosen by selection.py's rule; (2) RTMPose on the batch of crops, COCO -> H36M; (3) Depth Anything V2 metric on the
 frames, one forward per resolution; (4) per-joint depth sampled from it. A frame with no box is a recorded frame
 (`detected=False`, zeros), not an error; a payload that is not an RGB image fails alone.
+Decoding and (1) are `prepare`, which the runtime runs one batch ahead on the models' second stream; (2)-(4) are
+`process`: on a GPU the two batches' work overlaps.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +33,15 @@ FEATURES = {"pose_features": (JOINTS, None), "depth_features": (JOINTS, None)}
 DETECTORS = ("rtmdet", "gt")
 PRECISIONS = ("bf16", "fp16", "fp32")
 DECODERS = ("auto", "cpu", "gpu")  # where JPEG frames are decoded: decode.py
+SWITCHES = ("auto", True, False)
+
+
+@dataclass
+class DetectedFrame:
+    """A work item's payload after `prepare`: its frame on the device (or why it has none) and its chosen box."""
+
+    frame: Any  # torch.Tensor (3, H, W) uint8, or the ValueError that fails the item
+    box: np.ndarray | None
 
 
 class DepthStage(Stage):
@@ -39,11 +51,12 @@ class DepthStage(Stage):
 
     def __init__(self, name: str, detector: dict[str, Any], pose: dict[str, Any], depth: dict[str, Any],
                  batch_size: int = 16, read_workers: int = 4, device: str = "auto", precision: str = "bf16",
-                 radius: int = 3, features: bool = False, deterministic: bool = True, decode: str = "auto") -> None:
+                 radius: int = 3, features: bool = False, deterministic: bool = True, decode: str = "auto",
+                 cuda_graphs: Any = "auto") -> None:
         super().__init__(name, batch_size, read_workers)
         self.detector_cfg, self.pose_cfg, self.depth_cfg = detector, pose, depth
         self.device_name, self.precision, self.radius, self.features = device, precision, radius, features
-        self.deterministic, self.decode = deterministic, decode
+        self.deterministic, self.decode, self.cuda_graphs = deterministic, decode, cuda_graphs
         self.outputs = (ArrayOutput("depth", {**SCHEMA, **(FEATURES if features else {})}),)
         self.models: Any = None
 
@@ -60,8 +73,10 @@ class DepthStage(Stage):
         if self.precision not in PRECISIONS:
             raise ConfigError(f"stage.precision={self.precision!r}: must be one of {PRECISIONS}")
         for key, part in (("detector", self.detector_cfg), ("pose", self.pose_cfg), ("depth", self.depth_cfg)):
-            if part.get("compile", "auto") not in ("auto", True, False):
+            if part.get("compile", "auto") not in SWITCHES:
                 raise ConfigError(f"stage.{key}.compile={part.get('compile')!r}: must be auto, true or false")
+        if self.cuda_graphs not in SWITCHES:
+            raise ConfigError(f"stage.cuda_graphs={self.cuda_graphs!r}: must be auto, true or false")
         if not isinstance(self.radius, int) or self.radius < 0:
             raise ConfigError(f"stage.radius={self.radius!r}: must be a whole number of pixels >= 0")
         for path in self.fingerprint_files():
@@ -93,7 +108,7 @@ class DepthStage(Stage):
         from shardprep.stages.depth.pipeline import Models
 
         self.models = Models.load(self.detector_cfg, self.pose_cfg, self.depth_cfg, self.device_name, self.precision,
-                                  self.features, self.deterministic, self.batch_size)
+                                  self.features, self.deterministic, self.batch_size, self.cuda_graphs)
 
     def environment(self) -> dict[str, str]:
         from shardprep.stages.depth.environment import environment
@@ -108,22 +123,37 @@ class DepthStage(Stage):
 
         return decodes_on_device(self.decode, self.models.device)
 
-    def process(self, batch: Sequence[Work]) -> list[ItemResult | BaseException]:
+    def prepare(self, batch: Sequence[Work]) -> list[Work]:
+        """Frames decoded onto the device and their person boxes chosen, on the models' second stream."""
         from shardprep.stages.depth.decode import frames_on_device
-        from shardprep.stages.depth.pipeline import run_frames
+        from shardprep.stages.depth.pipeline import choose_boxes
+
+        with self.models.side_stream():
+            decoded = frames_on_device([work.payload for work in batch], self.models.device)
+            usable = [index for index, frame in enumerate(decoded) if not isinstance(frame, ValueError)]
+            payloads = [batch[index].payload for index in usable]
+            boxes = dict(zip(usable, choose_boxes(
+                self.models, [decoded[index] for index in usable], [payload.get("bbox_gt") for payload in payloads],
+                [bool(payload.get("use_gt_box", False)) for payload in payloads]))) if usable else {}
+        return [Work(work.item, DetectedFrame(frame, boxes.get(index)), work.todo)
+                for index, (work, frame) in enumerate(zip(batch, decoded))]
+
+    def process(self, batch: Sequence[Work]) -> list[ItemResult | BaseException]:
+        """Keypoints and depths of `prepare`d frames."""
+        from shardprep.stages.depth.pipeline import pose_and_depth
 
         results: list[ItemResult | BaseException | None] = [None] * len(batch)
-        frames, boxes, use_annotated, indices = [], [], [], []
-        decoded = frames_on_device([work.payload for work in batch], self.models.device)
-        for index, (work, frame) in enumerate(zip(batch, decoded)):
-            if isinstance(frame, ValueError):
-                results[index] = ValueError(f"item {work.item.id}: {frame}")
+        frames, boxes, indices = [], [], []
+        for index, work in enumerate(batch):
+            detected: DetectedFrame = work.payload
+            if isinstance(detected.frame, ValueError):
+                results[index] = ValueError(f"item {work.item.id}: {detected.frame}")
                 continue
-            frames.append(frame)
-            boxes.append(work.payload.get("bbox_gt"))
-            use_annotated.append(bool(work.payload.get("use_gt_box", False)))
+            frames.append(detected.frame)
+            boxes.append(detected.box)
             indices.append(index)
         if frames:
-            for index, arrays in zip(indices, run_frames(self.models, frames, boxes, self.radius, use_annotated)):
+            self.models.adopt(frames)
+            for index, arrays in zip(indices, pose_and_depth(self.models, frames, boxes, self.radius)):
                 results[index] = {"depth": arrays}
         return results
