@@ -55,6 +55,7 @@ class MPIINF3DHPRawDataset(RawVideoDataset):
         self.subjects = subjects
         self.takes = sequences
         self.cameras = cameras
+        self._frame_counts: dict[Path, int] = {}  # per sequence folder
 
     def validate(self) -> None:
         super().validate()
@@ -76,8 +77,25 @@ class MPIINF3DHPRawDataset(RawVideoDataset):
         return self.root / "train" / sequence.subject / f"Seq{sequence.take}"
 
     def items(self) -> list[Item]:
-        return [Item(id=key, sequence=key, weight=1, group=sequence.split, index=i)
+        """Each weighs the frames it converts, so shards balance frames (3DHP's videos differ several-fold)."""
+        return [Item(id=key, sequence=key, weight=self._frames(sequence), group=sequence.split, index=i)
                 for i, (key, sequence) in enumerate(self.sequences.items())]
+
+    def _frames(self, sequence: Sequence) -> int:
+        """Train: the length of annot.mat's `frames` (read alone: the pose cells are skipped), once per sequence
+        folder; test: the valid frames. 1 where the file cannot be read (the item then fails, naming it)."""
+        folder = self._folder(sequence)
+        if folder not in self._frame_counts:
+            try:
+                if sequence.split == "test":
+                    with h5py.File(folder / "annot_data.mat", "r") as mat:
+                        count = int(np.count_nonzero(np.array(mat["valid_frame"])))
+                else:
+                    count = len(scipy.io.loadmat(folder / "annot.mat", variable_names=["frames"])["frames"])
+            except Exception:  # missing or corrupt: reported with its file when the item is read
+                count = 1
+            self._frame_counts[folder] = count
+        return max(1, self._frame_counts[folder])
 
     def read(self, item: Item) -> VideoConversion:
         sequence = self.sequences[item.id]

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from shardprep.datasets.base import Dataset, Item
+from shardprep.datasets.tgz_members import ArchiveMember
 from shardprep.runtime.errors import ConfigError
 
 # The converters' annotation keys and per-row shapes (MMPose body-3D, 17 joints).
@@ -26,12 +27,12 @@ BOX_SCALE_FACTOR = 1.2  # both converters: scale = 1.2 * the 2D box's longer sid
 @dataclass(frozen=True)
 class VideoConversion:
     """What converting one video means: take every `step`-th frame of `video` from frame 0, `len(names)` of them,
-    as JPEGs named `names`; or copy the JPEGs `images` under `names` (datasets released as frames). `annotation`
+    as JPEGs named `names` (`video` a file, or an archive's member extracted only while converting it); or copy the JPEGs `images` under `names` (datasets released as frames). `annotation`
     holds one row per name, in the same order."""
 
     names: list[str]
     annotation: Mapping[str, np.ndarray]
-    video: Path | None = None
+    video: Path | ArchiveMember | None = None
     step: int = 1
     images: list[Path] | None = None
 

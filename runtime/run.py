@@ -97,8 +97,7 @@ def prepare(config: dict[str, Any]) -> Launch:
     _check_writable(folder.path)
     manifest = Manifest(config, plan, len(items), digest, run_fingerprint, code_version(),
                         fingerprint_since=filesystem_now(folder.path), inputs=inputs)
-    launch = Launch(config, folder, manifest, backend,
-                    frames=[sum(max(1, item.weight) for item in items[start:end]) for start, end in plan])
+    launch = Launch(config, folder, manifest, backend)
     launch.notes.extend(f"dataset {dataset.name}: {key}={value} (detected from the files; recorded in the manifest)"
                         for key, value in resolved.items())
     if folder.manifest_path.exists():
@@ -109,6 +108,7 @@ def prepare(config: dict[str, Any]) -> Launch:
             manifest.attempts_since = time.time()
         else:
             _resume(folder, old, manifest, force=bool(config["force"]), retry_failed=bool(config["retry_failed"]))
+    launch.frames = [sum(max(1, item.weight) for item in items[start:end]) for start, end in manifest.plan]
     if backend == "slurm":
         preflight(config, shards)
     return launch
@@ -164,6 +164,9 @@ def _resume(folder: RunFolder, old: Manifest, new: Manifest, force: bool, retry_
         )
     new.created = old.created
     if old.fingerprint == new.fingerprint:
+        # The recorded plan stays: a planner that changed since, or item weights that did, never move items away
+        # from the shard folder holding their checkpoints (force=true redoes every item, so it plans anew).
+        new.plan = old.plan
         new.fingerprint_since = old.fingerprint_since
         new.attempts_since = time.time() if (force or retry_failed) else old.attempts_since
     else:  # forced onto new settings: old files are stale, and failures under the old ones do not count

@@ -14,9 +14,10 @@ from functools import partial
 import numpy as np
 
 from shardprep.datasets.raw_video import ANNOTATION_ROWS, VideoConversion
+from shardprep.datasets.tgz_members import ArchiveMember
 from shardprep.runtime.errors import ConfigError
 from shardprep.stages.base import ArrayOutput, FileOutput, ItemResult, Stage, Work
-from shardprep.stages.frames import copy_frames, extract_frames, validate_frame_folder
+from shardprep.stages.frames import copy_frames, extract_archived_frames, extract_frames, validate_frame_folder
 
 ANNOTATION_ARRAYS = {key: (None, *shape) for key, shape in ANNOTATION_ROWS.items()}
 
@@ -51,7 +52,10 @@ class ConvertStage(Stage):
             if "annotation" in work.todo:
                 result["annotation"] = {key: np.asarray(value) for key, value in conversion.annotation.items()}
             if "frames" in work.todo:
-                if conversion.video is not None:
+                if isinstance(conversion.video, ArchiveMember):
+                    result["frames"] = partial(extract_archived_frames, conversion.video, conversion.step,
+                                               conversion.names, quality=self.jpeg_quality, threads=self.ffmpeg_threads)
+                elif conversion.video is not None:
                     result["frames"] = partial(extract_frames, conversion.video, conversion.step, conversion.names,
                                                quality=self.jpeg_quality, threads=self.ffmpeg_threads)
                 else:

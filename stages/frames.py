@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
 from PIL import Image
+
+from shardprep.datasets.tgz_members import ArchiveMember
 
 LISTING = "frames.txt"
 NUMBERED = "%06d.jpg"
@@ -26,10 +29,10 @@ def ffmpeg_binary() -> str:
 
 
 def extract_frames(video: Path, step: int, names: Sequence[str], folder: Path, quality: int = 2, threads: int = 1,
-                   ffmpeg: str | None = None) -> None:
+                   ffmpeg: str | None = None, label: str | None = None) -> None:
     """Every `step`-th frame of `video` from frame 0, `len(names)` of them, as JPEGs `folder/<name>`.
 
-    `quality` is ffmpeg's JPEG qscale (2 best, 31 worst)."""
+    `quality` is ffmpeg's JPEG qscale (2 best, 31 worst); `label` names the video in errors (default: its path)."""
     folder.mkdir()
     selection = [] if step == 1 else ["-vf", f"select=not(mod(n\\,{step}))", "-fps_mode", "passthrough"]
     command = [ffmpeg or ffmpeg_binary(), "-nostdin", "-v", "error", "-threads", str(threads), "-i", str(video),
@@ -40,11 +43,22 @@ def extract_frames(video: Path, step: int, names: Sequence[str], folder: Path, q
     if done.returncode != 0 or len(produced) < len(names):
         said = [line for line in done.stderr.splitlines() if line.strip()]
         why = f"ffmpeg exited {done.returncode}: {said[-1]}" if done.returncode and said else "the video ends there"
-        raise ValueError(f"{video}: decoded {len(produced)} of the {len(names)} frames its annotation needs (every "
+        raise ValueError(f"{label or video}: decoded {len(produced)} of the {len(names)} frames its annotation needs (every "
                          f"{step}th frame from 0); {why} (truncated video, or a pose file longer than the video?)")
     for index, name in enumerate(names):
         (folder / (NUMBERED % index)).rename(folder / name)
     write_listing(folder, names)
+
+
+def extract_archived_frames(member: ArchiveMember, step: int, names: Sequence[str], folder: Path, quality: int = 2,
+                            threads: int = 1) -> None:
+    """`extract_frames` of a video inside an archive: the member is copied to a temporary folder (TMPDIR: the
+    task's local disk on a cluster) for as long as its frames are extracted (ffmpeg seeks in an mp4: a pipe would
+    fail on videos whose index is at the end)."""
+    with tempfile.TemporaryDirectory(prefix="shardprep-video-") as temporary:
+        video = Path(temporary) / Path(member.member).name
+        member.extract_to(video)
+        extract_frames(video, step, names, folder, quality=quality, threads=threads, label=str(member))
 
 
 def copy_frames(images: Sequence[Path], names: Sequence[str], folder: Path) -> None:

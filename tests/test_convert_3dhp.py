@@ -83,3 +83,38 @@ def test_depth_launch_reads_the_converted_root(converted: Path, tmp_path: Path) 
     done = launch("depth.py", "dataset=3dhp", f"dataset.root={converted}", "stage=depth_demo", "cluster=local",
                   "dry_run=true", f"out_dir={tmp_path / 'depth'}")
     assert "40 items" in done.stdout  # 8 cameras x 4 frames + 2 test subjects x 4 valid frames
+
+
+def shard_frames(stdout: str) -> list[int]:
+    return [int(line.split()[2]) for line in stdout.splitlines() if line[:1].isdigit() and len(line.split()) == 3]
+
+
+def test_shards_balance_frames_and_a_recorded_plan_is_kept(tmp_path: Path) -> None:
+    """Train videos of 9 frames, test subjects of 4 valid: balanced by item count the 3 shards would hold 17, 27 and
+    36 frames. A run folder planned otherwise (by an earlier planner: here its manifest's plan rewritten and the
+    checkpoints moved to match) resumes on its recorded plan, redoing nothing."""
+    raw = write_raw_3dhp(tmp_path / "raw", train_frames=9)
+    planned = shard_frames(convert(raw, tmp_path / "dry", "shards=3", "dry_run=true").stdout)
+    assert sum(planned) == 8 * 9 + 2 * 4 and max(planned) - min(planned) <= 9, planned
+    run = tmp_path / "run"
+    convert(raw, run, "shards=3")
+    manifest_path = run / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    by_count = [[0, 3], [3, 6], [6, 10]]
+    assert manifest["plan"] != by_count
+    ids = ["TS1", "TS5", *(f"S1_Seq1_Cam{c}" for c in (0, 1, 2, 4, 5, 6, 7, 8))]
+    checkpoints = run / "checkpoints"
+    for shard, (start, end) in enumerate(by_count):
+        (checkpoints / f"shard-{shard:05d}").mkdir(exist_ok=True)
+        for item in ids[start:end]:
+            for path in checkpoints.glob(f"shard-*/{item}.*"):
+                path.rename(checkpoints / f"shard-{shard:05d}" / path.name)
+    manifest["plan"] = by_count
+    manifest_path.write_text(json.dumps(manifest))
+    convert(raw, run, "shards=3")
+    assert json.loads(manifest_path.read_text())["plan"] == by_count
+    status = json.loads(launch("status.py", "dataset=3dhp", "stage=convert", f"out_dir={run}", "output=json").stdout)
+    assert [(shard["items"], shard["done"]) for shard in status["shards"]] == [(3, 3), (3, 3), (4, 4)], status
+    for shard in range(3):
+        progress = json.loads((run / "progress" / f"shard-{shard:05d}.json").read_text())
+        assert progress["attempts"][-1]["processed"] == 0, progress

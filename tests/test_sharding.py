@@ -1,5 +1,7 @@
 """The shard plan: contiguous, balanced by weight, sequence-aware, deterministic, and refusing impossible counts."""
 
+import random
+
 import pytest
 
 from shardprep.datasets.base import Item
@@ -69,3 +71,39 @@ def test_grouped_plan_cuts_only_at_batch_boundaries_and_refuses_more_shards_than
     todo = [shard[1], shard[9]]
     assert batch_plan(shard, todo, 4, fixed=True) == [shard[0:4], shard[8:12]]
     assert batch_plan(shard, todo, 4, fixed=False) == [todo]
+
+
+# MPI-INF-3DHP's frames per sequence as MMPose's preprocess_mpi_inf_3dhp.py lists them (train (subject, sequence),
+# each for 8 cameras; test subjects): a real set of very uneven videos.
+MPI_3DHP_TRAIN = [6416, 12430, 6502, 6081, 12488, 12283, 6171, 6675, 12820, 12312, 6188, 6145, 6239, 6320, 6468, 6054]
+MPI_3DHP_TEST = [6151, 6080, 5838, 6007, 320, 492]
+
+
+def videos(weights: list[int]) -> list[Item]:
+    return [Item(f"v{i:04d}", sequence=f"v{i:04d}", weight=weight) for i, weight in enumerate(weights)]
+
+
+def spread(items: list[Item], plan: list[tuple[int, int]]) -> int:
+    loads = [sum(item.weight for item in items[start:end]) for start, end in plan]
+    return max(loads) - min(loads)
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_very_uneven_videos_give_shards_within_the_heaviest_video(seed: int) -> None:
+    rng = random.Random(seed)
+    weights = [rng.choice([1, 3, 40, 400, 5000, rng.randint(1, 6000)]) for _ in range(rng.randint(5, 120))]
+    items = videos(weights)
+    for shards in sorted({2, 3, 7, 20, len(items)} & set(range(1, len(items) + 1))):
+        plan = plan_shards(items, shards)
+        assert plan[0][0] == 0 and plan[-1][1] == len(items) and all(end > start for start, end in plan)
+        assert all(end == next_start for (_, end), (next_start, _) in zip(plan, plan[1:]))
+        assert spread(items, plan) <= max(weights), (shards, weights)
+        assert plan == plan_shards(list(items), shards)  # deterministic
+
+
+def test_3dhp_videos_are_balanced_by_frames_not_count() -> None:
+    items = videos(MPI_3DHP_TEST + [n for n in MPI_3DHP_TRAIN for _ in range(8)])
+    by_frames = plan_shards(items, 20)
+    assert spread(items, by_frames) <= max(item.weight for item in items)
+    by_count = plan_shards([Item(item.id, sequence=item.sequence) for item in items], 20)
+    assert spread(items, by_count) > 2 * spread(items, by_frames)

@@ -88,3 +88,24 @@ def write_raw_h36m(root: Path, frames: int = 11, extra_frames: int = 2, seed: in
                 write_cdf(features / "D3_Positions_mono" / f"{base}.cdf", world.reshape(frames, 96))
                 write_video(root / subject / "Videos" / f"{base}.mp4", frames + extra_frames)
     return root
+
+
+# The release's per-subject archives and the folder each holds (extracted in one common folder they give the raw
+# tree: members are `S1/Videos/<prefix>.<camera>.mp4`, `S1/MyPoseFeatures/D2_Positions/...`): names as the
+# release's download page gives them [I: h36m-fetch's download/extract scripts, VideoPose3D's DATASETS.md].
+RELEASE_ARCHIVES = {"Videos_{}.tgz": "Videos", "Poses_D2_Positions_{}.tgz": "MyPoseFeatures/D2_Positions",
+                    "Poses_D3_Positions_mono_{}.tgz": "MyPoseFeatures/D3_Positions_mono"}
+
+
+def pack_release_archives(raw: Path, target: Path, subjects: list[str] = CONVERTED) -> Path:
+    """`target` with `metadata.xml` and the release's .tgz archives of the raw tree `raw`, nothing extracted."""
+    import shutil
+    import tarfile
+
+    target.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(raw / "metadata.xml", target / "metadata.xml")
+    for subject in subjects:
+        for archive, folder in RELEASE_ARCHIVES.items():
+            with tarfile.open(target / archive.format(subject), "w:gz") as tar:
+                tar.add(raw / subject / folder, arcname=f"{subject}/{folder}")
+    return target
