@@ -27,18 +27,22 @@ BOX_SCALE_FACTOR = 1.2  # both converters: scale = 1.2 * the 2D box's longer sid
 @dataclass(frozen=True)
 class VideoConversion:
     """What converting one video means: take every `step`-th frame of `video` from frame 0, `len(names)` of them,
-    as JPEGs named `names` (`video` a file, or an archive's member extracted only while converting it); or copy the JPEGs `images` under `names` (datasets released as frames). `annotation`
-    holds one row per name, in the same order."""
+    as JPEGs named `names` (`video` a file, or an archive's member extracted only while converting it); or copy the
+    JPEGs `images` under `names` (datasets released as frames). `annotation` holds one row per name, in the same
+    order, unless `shared_frames`: then people of one frame share its image (3DPW's two actors), so rows and frames
+    differ in number (every row's imgname still names one of the frames)."""
 
     names: list[str]
     annotation: Mapping[str, np.ndarray]
     video: Path | ArchiveMember | None = None
     step: int = 1
     images: list[Path] | None = None
+    shared_frames: bool = False
 
     def __post_init__(self) -> None:
         rows = {key: len(value) for key, value in self.annotation.items()}
-        if set(rows) != set(ANNOTATION_ROWS) or set(rows.values()) != {len(self.names)}:
+        expected = set(rows.values()) if self.shared_frames else {len(self.names)}
+        if set(rows) != set(ANNOTATION_ROWS) or len(set(rows.values())) != 1 or set(rows.values()) != expected:
             raise ValueError(f"annotation rows {rows} do not match the {len(self.names)} frames")
         if (self.video is None) == (self.images is None):
             raise ValueError("a conversion takes its frames from a video or from images, one of the two")

@@ -219,6 +219,6 @@ def test_convert_refuses_a_dataset_without_a_raw_form(tmp_path: Path) -> None:
     done = launch("convert.py", "dataset=dsec", f"raw_root={tmp_path}", check=False)
     assert done.returncode == 2
     assert done.stderr.strip().splitlines() == [
-        "shardprep: error: dataset=dsec: no raw form of it to convert; convertible: 3dhp, h36m (nothing was submitted)"]
+        "shardprep: error: dataset=dsec: no raw form of it to convert; convertible: 3dhp, 3dpw, fit3d, h36m (nothing was submitted)"]
     missing = launch("convert.py", "dataset=h36m", f"raw_root={tmp_path / 'nothing'}", "cluster=local", check=False)
     assert missing.returncode == 2 and "does not exist" in missing.stderr
