@@ -33,8 +33,9 @@ from shardprep.merge.folder import finished_fingerprint
 from shardprep.merge.rows import merged_stem
 from shardprep.runtime.config import CONF_DIR, load_config
 from shardprep.runtime.errors import ConfigError
-from shardprep.runtime.run import Launch, Submission, check_settings, prepare, submit
+from shardprep.runtime.run import QUEUE_EXIT_TIMEOUT_S, Launch, Submission, check_settings, prepare, submit
 from shardprep.runtime.run_folder import RunFolder, planned_runs
+from shardprep.runtime.scheduler import queued_tasks, wait_until_unqueued
 from shardprep.runtime.status import run_status, status_command
 
 CONVERT = "convert"
@@ -130,8 +131,8 @@ def run(chain: RawChain) -> int:
                            "merge and split")
         queued.append(Queued("prepare", job))
         print(f"watch: squeue -j {','.join(q.submission.job_id if q.submission else q.job.job_id for q in queued)}"
-              f"; {status_command(convert.folder.path)}; once the prepare job ran: "
-              f"{status_command(stage_folder.path)}")
+              f"; {status_command(convert.folder.path)}; once the prepare job ran: python launch/status.py "
+              f"dataset={stage_config['dataset']['name']} stage={chain.stage} out_dir={stage_folder.path}")
     else:  # the converted files are there: the prepare job's work is done here, its errors said at once
         queued.extend(continue_on_converted(chain, converted))
     if not stage_config["wait"]:
@@ -154,13 +155,15 @@ def check_later_stage(config: dict[str, Any], convert: Launch) -> None:
 
 
 def refuse_live(*folders: RunFolder) -> None:
-    """A chain with a job of any step still queued or running is not queued twice."""
-    for folder in folders:
-        live = folder.live_tasks(kinds=None)
-        if live is not None:
-            raise ConfigError(f"job {live.job_id} of {folder.path} is still in SLURM's queue ({live.describe()}): the "
-                              f"chain is under way; wait for it (squeue -j {live.job_id}) or stop it (scancel "
-                              f"{live.job_id}), then run this command again")
+    """A chain with a job of any step (array, merge, prepare, split) still queued or running is not queued twice."""
+    jobs = [entry["job_id"] for folder in folders for entry in folder.submissions() if entry["backend"] == "slurm"]
+    queued = queued_tasks(jobs)
+    live = sorted({task.split("_")[0] for task in queued}, key=int)
+    if live:
+        states = ", ".join(f"{task} {state.lower()}" for task, state in sorted(queued.items()))
+        raise ConfigError(f"the chain is under way: job(s) {' '.join(live)} still in SLURM's queue ({states}); wait "
+                          f"for them (squeue -j {','.join(live)}) or stop the chain (scancel {' '.join(live)}), then "
+                          "run this command again")
 
 
 def shards_left(launch: Launch) -> list[int]:
@@ -248,7 +251,8 @@ def wait_for(queued: Sequence[Queued]) -> int:
             code = wait_and_report(step.submission) or code
             continue
         failed, result = wait_job(step.job, step.kind)
-        code = failed or code
+        wait_until_unqueued([step.job.job_id], QUEUE_EXIT_TIMEOUT_S)  # answered, but maybe still listed: a re-run
+        code = failed or code                                            # right after would be refused
         if step.kind == "prepare" and not failed:
             code = wait_for(result) or code
         elif step.kind in ("merge", "split") and not failed:

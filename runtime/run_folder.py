@@ -273,15 +273,15 @@ class RunFolder:
                 with contextlib.suppress(OSError):
                     self.path.rmdir()
 
-    def live_tasks(self, kinds: Sequence[str] | None = ("array",)) -> LiveTasks | None:
-        """The newest submission of these kinds (every kind: None) whose tasks are still pending or running on SLURM,
-        if any. Arrays by default: a chain of jobs (launch/pipeline.py) asks about all of them."""
+    def live_tasks(self) -> LiveTasks | None:
+        """The newest array of this run whose tasks are still pending or running, if any (SLURM's queue, or the
+        processes of a local run on this host)."""
         from shardprep.runtime.scheduler import queued_tasks
 
-        chosen = [s for s in self.submissions() if kinds is None or s["kind"] in kinds]
-        slurm = [s["job_id"] for s in chosen if s["backend"] == "slurm"]
+        arrays = [s for s in self.submissions() if s["kind"] == "array"]
+        slurm = [s["job_id"] for s in arrays if s["backend"] == "slurm"]
         queued = queued_tasks(slurm) if slurm else {}
-        for submission in reversed(chosen):
+        for submission in reversed(arrays):
             if submission["backend"] == "slurm":
                 states = {task: queued[task] for task in queued if task.split("_")[0] == submission["job_id"]}
                 if states:
