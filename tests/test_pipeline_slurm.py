@@ -129,7 +129,7 @@ def test_a_chain_under_way_is_refused_naming_its_jobs(slurm: None, raw: Path, tm
 def test_a_bad_depth_setting_submits_nothing(slurm: None, raw: Path, tmp_path: Path) -> None:
     """Checked at launch although the depth run's files do not exist yet: the cluster request and the model."""
     for bad, said in (("depth_demo:cluster.partition=nope", "SLURM would never run this array"),
-                      ("depth_demo:stage.depth.model=/nowhere", "depth model '/nowhere'")):
+                      ("depth_demo:stage.depth.model=nowhere", "depth model 'nowhere'")):
         done = launch("pipeline.py", *chain(raw, tmp_path), *SLURM_TEST_CLUSTER, bad, check=False)
         assert done.returncode == 2, done.stderr
         assert said in done.stderr and len(done.stderr.strip().splitlines()) == 1, done.stderr
