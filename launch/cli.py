@@ -68,7 +68,7 @@ def run_stage(stage: str | None) -> Callable[[Sequence[str] | None], None]:
             submission = submit(launch)
             describe_submission(submission, config)
             if submission.backend == "slurm":
-                merge_job = merge.submit(submission) if merge else None
+                merge_job = merge.submit(submission.job_id) if merge else None
         if submission.backend == "slurm":
             # The lock is released: the array runs without this process, which may now wait (wait=true) or exit.
             return interruptible(submission, lambda: finish_slurm(submission, config, merge, merge_job))

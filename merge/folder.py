@@ -36,6 +36,12 @@ def _read_record(folder: Path) -> dict:
     return record if isinstance(record, dict) and isinstance(record.get("files"), dict) else {"files": {}}
 
 
+def finished_fingerprint(out_dir: Path) -> str | None:
+    """The fingerprint of the run whose merge into `out_dir` last finished; None when none did (or one is writing)."""
+    record = _read_record(out_dir)
+    return record.get("fingerprint") if record.get("state") == "complete" else None
+
+
 @contextlib.contextmanager
 def merging(out_dir: Path, fingerprint: str) -> Iterator[list[Path]]:
     """Write a merge of the run of `fingerprint` into `out_dir`: append each file written to the yielded list."""

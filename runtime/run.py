@@ -68,8 +68,10 @@ def job_name(config: dict[str, Any], kind: str = "") -> str:
     return "-".join(part for part in ("shardprep", kind, config["dataset"]["name"], config["stage"]["name"]) if part)
 
 
-def prepare(config: dict[str, Any]) -> Launch:
-    """Check everything and plan the run; nothing is written. Raises `ConfigError` on any problem."""
+def check_settings(config: dict[str, Any]) -> tuple[Dataset, Stage, str]:
+    """What a launch checks without reading the dataset's files: counts, cluster settings (and, on SLURM, whether the
+    request could ever run), stage and models, whether out_dir takes files. A chain whose later stage reads files an
+    earlier one has not written yet checks that stage with this before anything is submitted."""
     shards = positive_int(config, "shards")
     positive_int(config, "max_attempts")
     folder = RunFolder(config["out_dir"])
@@ -78,6 +80,19 @@ def prepare(config: dict[str, Any]) -> Launch:
     dataset = build_dataset(config)
     stage = build_stage(config)
     check_payload(stage, dataset)
+    stage.validate()
+    check_model_files(stage.fingerprint_files())
+    _check_writable(folder.path)
+    if backend == "slurm":
+        preflight(config, shards)
+    return dataset, stage, backend
+
+
+def prepare(config: dict[str, Any]) -> Launch:
+    """Check everything and plan the run; nothing is written. Raises `ConfigError` on any problem."""
+    dataset, stage, backend = check_settings(config)
+    shards = positive_int(config, "shards")
+    folder = RunFolder(config["out_dir"])
     dataset.validate()
     resolved = dataset.resolved_settings()
     config["dataset"].update(resolved)  # recorded in the manifest: tasks and merges read the same files
@@ -88,13 +103,10 @@ def prepare(config: dict[str, Any]) -> Launch:
     if duplicates:
         raise ConfigError(f"dataset {dataset.name!r} has {duplicates} duplicate item ids: fix the adapter's id rule")
     plan = plan_shards(items, shards, group=stage.batch_size if stage.fixed_batches else 1)
-    stage.validate()
-    check_model_files(stage.fingerprint_files())
     digest = items_digest(items)
     inputs = fingerprint_inputs([*stage.fingerprint_files(), *dataset.fingerprint_files()],
                                 stage.upstream_fingerprints())
     run_fingerprint = fingerprint(config["stage"], inputs, digest)
-    _check_writable(folder.path)
     manifest = Manifest(config, plan, len(items), digest, run_fingerprint, code_version(),
                         fingerprint_since=filesystem_now(folder.path), inputs=inputs)
     launch = Launch(config, folder, manifest, backend)
@@ -109,8 +121,6 @@ def prepare(config: dict[str, Any]) -> Launch:
         else:
             _resume(folder, old, manifest, force=bool(config["force"]), retry_failed=bool(config["retry_failed"]))
     launch.frames = [sum(max(1, item.weight) for item in items[start:end]) for start, end in manifest.plan]
-    if backend == "slurm":
-        preflight(config, shards)
     return launch
 
 
