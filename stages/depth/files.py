@@ -48,6 +48,10 @@ def resolve_depth_model(spec: str) -> Path:
             return checked_model_folder(Path(snapshot_download(spec, local_files_only=True)))
         except (LocalEntryNotFoundError, OSError):
             pass
+    if spec.startswith(("/", ".", "~")) or spec.count("/") != 1:
+        raise ConfigError(f"depth model {spec!r}: no such directory; set stage.depth.model to a downloaded Depth "
+                          f"Anything folder (`huggingface-cli download depth-anything/Depth-Anything-V2-Small-hf "
+                          f"--local-dir DIR`)")
     raise ConfigError(f"depth model {spec!r} is neither a directory nor a hub id in the local cache: download it on a "
                       f"machine with internet (`huggingface-cli download {spec}`) and set stage.depth.model to it")
 
