@@ -25,7 +25,7 @@ from typing import Any
 
 import submitit
 
-from shardprep.launch.cli import describe_submission, interruptible, wait_and_report
+from shardprep.launch.cli import EXIT_INTERRUPTED, describe_submission, interruptible, wait_and_report
 from shardprep.launch.convert import CPU_ONLY, raw_arguments
 from shardprep.launch.merge_after import MergeAfter, submit_after, wait_job
 from shardprep.launch.split import SplitTask, report_split, run_split
@@ -137,7 +137,13 @@ def run(chain: RawChain) -> int:
         queued.extend(continue_on_converted(chain, converted))
     if not stage_config["wait"]:
         return 0
-    return wait_for(queued)
+    try:
+        return wait_for(queued)
+    except KeyboardInterrupt:
+        jobs = " ".join(q.submission.job_id if q.submission else q.job.job_id for q in queued)
+        print(f"\ninterrupted: the chain keeps running on SLURM (it does not need this command); stop it with "
+              f"scancel {jobs} (the same command again names every job still queued)", file=sys.stderr)
+        return EXIT_INTERRUPTED
 
 
 def check_later_stage(config: dict[str, Any], convert: Launch) -> None:
