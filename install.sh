@@ -306,23 +306,11 @@ nms(torch.tensor([[0., 0., 1., 1.], [0., 0., 1., 1.]]), torch.tensor([1., .5]), 
       log "building mmcv $MMCV_PIN from the PyPI source archive (MMCV_WITH_OPS=1, MAX_JOBS=$MAX_JOBS): 77 C++" \
           "files, ~25 CPU-minutes: 12-20 min on 2 cores"
       pip_run download --no-deps --no-binary :all: --no-build-isolation "mmcv==$MMCV_PIN" -d "$WORK/sdist"
-      tar -xzf "$WORK/sdist/mmcv-$MMCV_PIN.tar.gz" -C "$WORK"
-      SRC="$WORK/mmcv-$MMCV_PIN"
-      # torch >= 2.14's ATen headers require C++20; mmcv 2.1.0 hard-codes -std=c++17 (C++20 is fine for
-      # older torch as well).
-      sed -i 's/-std=c++17/-std=c++20/g' "$SRC/setup.py"
-      grep -q -- '-std=c++20' "$SRC/setup.py" && ! grep -q -- '-std=c++17' "$SRC/setup.py" \
-        || die "patching mmcv's setup.py (-std=c++17 -> -std=c++20) failed"
       mkdir -p "$CACHE_ROOT/logs"
       BUILD_LOG="$CACHE_ROOT/logs/mmcv-$MMCV_PIN-build-$(date +%Y%m%d-%H%M%S).log"
       log "compiler output goes to $BUILD_LOG"
-      # Python's CFLAGS (-DNDEBUG -g -fwrapv -O3 ...) plus -g0: no debug info, smaller objects, faster to
-      # compile. A CFLAGS variable *replaces* Python's flags in setuptools' distutils (it would drop -O3 and
-      # -DNDEBUG), so start from them.
-      MMCV_CFLAGS="${CFLAGS:-$("$PY" -c 'import sysconfig; print(sysconfig.get_config_var("CFLAGS") or "")')} -g0"
-      log "compiler flags: $MMCV_CFLAGS (+ -std=c++20 -fPIC)"
-      ( cd "$SRC" && MMCV_WITH_OPS=1 CFLAGS="$MMCV_CFLAGS" \
-          "$PY" -m pip wheel -v --no-deps --no-build-isolation -w "$WORK/dist" . ) \
+      # The project's one mmcv recipe (the C++20 patch, compiler flags): build_mmcv.sh, also used on GPU machines.
+      PYTHON="$PY" bash "$REPO_DIR/build_mmcv.sh" "$WORK/sdist/mmcv-$MMCV_PIN.tar.gz" "$WORK/dist" \
         >"$BUILD_LOG" 2>&1 &
       build_pid=$!
       while kill -0 "$build_pid" 2>/dev/null; do

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Install the OpenMMLab stack on a GPU machine that has torch but no OpenMMLab and no internet, from files carried in
 # a folder (default .whl/): pure-Python wheels (mmengine, mmdet, mmpose and their small requirements), the
-# xtcocotools sdist, and either a prebuilt mmcv wheel or the mmcv 2.1.0 sdist, built here with CUDA ops against the
-# installed torch (MMCV_WITH_OPS=1 FORCE_CUDA=1, for this GPU's architecture only).
+# xtcocotools sdist, and either a prebuilt mmcv wheel or the mmcv 2.1.0 sdist, built here by build_mmcv.sh (the
+# recipe install.sh uses) with CUDA ops against the installed torch, for this GPU's architecture only.
 #   bash benchmarks/device_setup.sh [.whl] [/tmp/site]     then: export PYTHONPATH=/tmp/site
 set -euo pipefail
 WHL=${1:-.whl}
@@ -15,9 +15,9 @@ if ! python3 -c "import xtcocotools._mask" 2>/dev/null; then
 fi
 if ! python3 -c "import mmcv, torch; from mmcv.ops import nms" 2>/dev/null; then
   ARCH=$(python3 -c "import torch; print('%d.%d' % torch.cuda.get_device_capability())")
-  rm -rf /tmp/mmcv-build && mkdir -p /tmp/mmcv-build && tar -xzf "$WHL"/mmcv-2.1.0.tar.gz -C /tmp/mmcv-build
-  ( cd /tmp/mmcv-build/mmcv-2.1.0 && MMCV_WITH_OPS=1 FORCE_CUDA=1 TORCH_CUDA_ARCH_LIST="$ARCH" \
-      MAX_JOBS=${MAX_JOBS:-$(nproc)} python3 -m pip wheel -v --no-index --no-deps --no-build-isolation -w /tmp/mmcv-dist . )
+  # The project's one mmcv recipe (build_mmcv.sh, as install.sh builds it), CUDA ops for this GPU only.
+  FORCE_CUDA=1 TORCH_CUDA_ARCH_LIST="$ARCH" MAX_JOBS=${MAX_JOBS:-$(nproc)} \
+    bash "$(dirname "$0")/../build_mmcv.sh" "$WHL"/mmcv-2.1.0.tar.gz /tmp/mmcv-dist
   python3 -m pip install -q --no-index --no-deps --target "$SITE" /tmp/mmcv-dist/mmcv-*.whl
 fi
 python3 -c "import mmcv, mmdet.apis, mmpose.apis, torch; from mmcv.ops import nms; print('mmcv', mmcv.__version__, 'ops ok on', torch.cuda.get_device_name())"
