@@ -1,7 +1,7 @@
 """Frames/s of the depth stage on one GPU: the naive way against the stage as built, same frames, same run.
 
-    python benchmarks/depth_throughput.py [--frames 512] [--naive-frames 48] [--depth small large] [--batch 32]
-    python benchmarks/depth_throughput.py --device cpu --frames 4 --naive-frames 2 --batch 2 --depth small  # smoke
+    python benchmarks/depth_throughput.py [--frames 2048] [--naive-frames 48] [--depth small large] [--batch 32]
+    python benchmarks/depth_throughput.py --device cpu --frames 12 --naive-frames 2 --batch 2 --depth small  # smoke
 
 Full-size architectures with random weights (the same FLOPs as trained ones): RTMDet-m, RTMPose-l 384x288, Depth
 Anything V2 Small and Large metric (`random:small|large`, saved once under ~/.cache). RTMDet's checkpoint is the
@@ -140,14 +140,15 @@ def naive_sample(full: np.ndarray, keypoints: np.ndarray) -> dict[str, np.ndarra
     return {"depth_point": point, "depth_min": low, "depth_max": high, "in_image": inside}
 
 
-def staged(stage, dataset: MMPoseDataset, items, run_dir: Path) -> float:
-    """The runtime worker's own loop (read-ahead threads, batches, `stage.process`, background NPZ writes); seconds."""
+def staged(stage, dataset: MMPoseDataset, items, run_dir: Path, write: bool = True) -> float:
+    """The runtime worker's own loop (read-ahead threads, batches, `stage.process`, background NPZ writes; with
+    `write=False` results are dropped instead of written); seconds."""
     store = RunFolder(run_dir).shard_store(0, stage.outputs, "benchmark")
     missing = {item.id: frozenset({"depth"}) for item in items}
     synchronize(stage.models.device)
     start = time.perf_counter()
     batches = batch_plan(items, items, stage.batch_size, stage.fixed_batches)
-    for outcomes in processed_batches(stage, dataset, batches, missing, store, set(missing)):
+    for outcomes in processed_batches(stage, dataset, batches, missing, store, set(missing) if write else set()):
         for work, error in outcomes:
             if error is not None:
                 raise error
@@ -327,7 +328,8 @@ def same_bytes_across_plans(stage, dataset: MMPoseDataset, items, folder: Path) 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--frames", type=int, default=512, help="frames for the stage")
+    parser.add_argument("--frames", type=int, default=2048,
+                        help="frames for the stage (a few thousand: the loop's fill and drain weigh on short runs)")
     parser.add_argument("--naive-frames", type=int, default=48, help="the first N of them also go the naive way")
     parser.add_argument("--depth", nargs="+", default=["small", "large"], choices=sorted(SIZES))
     parser.add_argument("--batch", type=int, default=32)
@@ -357,6 +359,7 @@ def main() -> None:
             reset_peak_memory(device)
             stage_s = staged(stage, dataset, items, folder / f"stage-{size}")
             stage_mem = peak_memory_gib(device)
+            no_writes_s = staged(stage, dataset, items, folder / f"no-writes-{size}", write=False)
             gflop, eager_fps, alone_fps = depth_alone(stage, args.batch)
             part_ms = parts(stage, dataset, items, args.batch, folder / f"parts-{size}")
             busy = gpu_busy(stage, dataset, items[:8 * args.batch], folder / f"busy-{size}")
@@ -399,7 +402,7 @@ def main() -> None:
                 "fp32": agreement(naive_dir, RunFolder(folder / f"fp32-{size}").shard_folder(0)),
                 "parts_ms_per_batch": part_ms, "loop_ms_per_batch": 1e3 * stage_s / (args.frames / args.batch),
                 "gpu_busy": busy, "plans_bit_identical": plans_equal, "autotuned_fps": args.frames / tuned_s,
-                "cpu_decode_fps": args.frames / cpu_decode_s, "no_cuda_graphs_fps": args.frames / no_graphs_s,
+                "cpu_decode_fps": args.frames / cpu_decode_s, "no_writes_fps": args.frames / no_writes_s, "no_cuda_graphs_fps": args.frames / no_graphs_s,
                 "cuda_graphs": graphed,
                 "cpu_decode_vs_nvjpeg": agreement(RunFolder(folder / f"cpu-decode-{size}").shard_folder(0),
                                                   RunFolder(folder / f"stage-{size}").shard_folder(0)),
@@ -423,7 +426,8 @@ def main() -> None:
               f"{100 * row['depth_alone_flop_fraction']:5.0f}% {100 * row['stage_depth_flop_fraction']:13.0f}%")
         print(f"{'':>6} {row['cpus']} CPUs; ms per batch of {row['batch']}: " + ", ".join(
             f"{name} {ms:.1f}" for name, ms in row["parts_ms_per_batch"].items()) +
-            f"; loop {row['loop_ms_per_batch']:.1f}; GPU busy {100 * row['gpu_busy']:.0f}% of the loop")
+            f"; loop {row['loop_ms_per_batch']:.1f}; GPU busy {100 * row['gpu_busy']:.0f}% of the loop; without "
+            f"checkpoint writes {row['no_writes_fps']:.1f} f/s")
         print(f"{'':>6} CUDA graphs (detector, pose, depth) {row['cuda_graphs']}; without graphs "
               f"{row['no_cuda_graphs_fps']:.1f} f/s")
         print(f"{'':>6} deterministic {row['stage_fps']:.1f} f/s vs autotuned {row['autotuned_fps']:.1f} f/s; "

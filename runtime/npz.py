@@ -7,9 +7,12 @@ training files identical whatever the shard count or the history of interruption
 
 from __future__ import annotations
 
+import functools
 import io
 import re
+import struct
 import zipfile
+import zlib
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,13 +57,57 @@ def save_npz(path: Path, arrays: Mapping[str, np.ndarray | StreamedArray], compr
                 with archive.open(info, "w", force_zip64=True) as member:
                     _write_streamed(member, key, arrays[key])
                 continue
-            array = np.asanyarray(arrays[key])
-            if array.dtype.hasobject:
-                raise TypeError(f"array {key!r} has dtype object; store plain numeric or string arrays")
+            array = _storable(key, arrays[key])
             info = zipfile.ZipInfo(f"{key}.npy", date_time=_FIXED_TIME)
             info.compress_type = mode
             with archive.open(info, "w", force_zip64=True) as member:
                 np.lib.format.write_array(member, array, allow_pickle=False)
+
+
+def npz_bytes(arrays: Mapping[str, np.ndarray]) -> bytes:
+    """A small NPZ (members stored, not compressed) built in memory, what the per-item checkpoints are.
+
+    The same archive as `save_npz` writes, less zip64 fields, assembled directly: `zipfile` and `numpy.lib.format`
+    cost a quarter of a millisecond per checkpoint in Python, and the thread that writes checkpoints holds Python's
+    global lock meanwhile, which the threads feeding the GPU wait for (docs/depth.md). The .npy headers are numpy's
+    own (cached per dtype and shape); members hold C-order data; sizes stay far below zip's 4 GiB limit (refused).
+    """
+    local, central, offset = [], [], 0
+    for key in sorted(arrays):
+        array = _storable(key, arrays[key])
+        array = array if array.flags.c_contiguous else array.copy(order="C")  # (ascontiguousarray makes 0-d 1-d)
+        data = _npy_header(array.dtype.str, array.shape) + array.tobytes()
+        name = f"{key}.npy".encode()
+        if len(data) >= 0xFFFFFFFF:
+            raise ValueError(f"array {key!r} is too large for a checkpoint member ({len(data)} bytes)")
+        fields = (_ZIP_VERSION, 0, zipfile.ZIP_STORED, _DOS_TIME, _DOS_DATE, zlib.crc32(data), len(data), len(data),
+                  len(name))
+        local += [struct.pack("<4s5H3L2H", b"PK\x03\x04", *fields, 0), name, data]
+        central.append(struct.pack("<4s6H3L5H2L", b"PK\x01\x02", _ZIP_VERSION, *fields, 0, 0, 0, 0, 0, offset) + name)
+        offset += 30 + len(name) + len(data)
+    directory = b"".join(central)
+    end = struct.pack("<4s4H2LH", b"PK\x05\x06", 0, 0, len(central), len(central), len(directory), offset, 0)
+    return b"".join(local) + directory + end
+
+
+_ZIP_VERSION = 20  # "2.0": what zipfile writes for stored members without zip64
+_DOS_TIME = (_FIXED_TIME[3] << 11) | (_FIXED_TIME[4] << 5) | (_FIXED_TIME[5] // 2)
+_DOS_DATE = ((_FIXED_TIME[0] - 1980) << 9) | (_FIXED_TIME[1] << 5) | _FIXED_TIME[2]
+
+
+@functools.lru_cache(maxsize=256)
+def _npy_header(dtype: str, shape: tuple[int, ...]) -> bytes:
+    buffer = io.BytesIO()
+    header = {"descr": np.lib.format.dtype_to_descr(np.dtype(dtype)), "fortran_order": False, "shape": shape}
+    np.lib.format.write_array_header_1_0(buffer, header)
+    return buffer.getvalue()
+
+
+def _storable(key: str, value: np.ndarray) -> np.ndarray:
+    array = np.asanyarray(value)
+    if array.dtype.hasobject:
+        raise TypeError(f"array {key!r} has dtype object; store plain numeric or string arrays")
+    return array
 
 
 def _write_streamed(member, key: str, array: StreamedArray) -> None:

@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from shardprep.runtime.atomic import append_line, atomic_path, is_temporary, remove
-from shardprep.runtime.npz import array_bytes, member_shapes, save_npz, write_npz
+from shardprep.runtime.npz import array_bytes, member_shapes, npz_bytes, write_npz
 from shardprep.runtime.outputs import ArrayOutput, Artifact, FileOutput, Output
 
 FINGERPRINT_KEY = "fingerprint"
@@ -236,15 +236,13 @@ class ShardStore:
             output.validate(path)
             return
         with zipfile.ZipFile(path) as archive:
-            shapes = member_shapes(archive, output.arrays)
-            for key, shape in output.arrays.items():
-                if not _shape_matches(shapes[key], shape):
-                    raise ValueError(f"{path}: {key!r} has shape {shapes[key]}, expected {shape}")
+            _check_shapes(path, member_shapes(archive, output.arrays), output)
             if archive.read(f"{FINGERPRINT_KEY}.npy") != self._fingerprint_bytes:
                 raise ValueError(f"{path}: written by a run with another fingerprint")
 
     def write(self, item_id: str, artifacts: Mapping[str, Artifact]) -> None:
-        """Write each output of one item to a temporary name, validate it, and only then rename it into place.
+        """Write each output of one item to a temporary name, validate it, and only then rename it into place
+        (an NPZ output's arrays are validated before they are written, another file once written).
 
         Every output is attempted even if one fails (the others of the item are still written); the first
         failure is raised afterwards so the item is recorded as failed and its missing outputs are redone.
@@ -252,14 +250,22 @@ class ShardStore:
         failures = []
         for name, artifact in artifacts.items():
             output = self.outputs[name]
+            path = self.path(item_id, output)
             try:
-                with atomic_path(self.path(item_id, output)) as tmp:
-                    if isinstance(output, ArrayOutput):
-                        save_npz(tmp, {**artifact, FINGERPRINT_KEY: np.array(self.fingerprint)})
-                    else:
+                if isinstance(output, ArrayOutput):
+                    # Checked on the arrays, then built in memory and written in one call: reading the archive
+                    # back would only parse again what was just built from them (half of a checkpoint's cost).
+                    arrays = {**artifact, FINGERPRINT_KEY: np.array(self.fingerprint)}
+                    _check_shapes(path, {key: np.shape(arrays[key]) for key in output.arrays if key in arrays},
+                                  output)
+                    data = npz_bytes(arrays)
+                    with atomic_path(path) as tmp:
+                        tmp.write_bytes(data)
+                else:
+                    with atomic_path(path) as tmp:
                         artifact(tmp)
-                    self.validate(tmp, output)
-                self._remember(self.path(item_id, output))
+                        self.validate(tmp, output)
+                self._remember(path)
             except Exception as error:  # any failure of one output; the others still get their chance
                 failures.append(error)
         if failures:
@@ -363,5 +369,11 @@ def _stat_or_none(name: str, folder: int) -> os.stat_result | None:
         return None
 
 
-def _shape_matches(actual: tuple[int, ...], expected: tuple[int | None, ...]) -> bool:
-    return len(actual) == len(expected) and all(e is None or a == e for a, e in zip(actual, expected))
+def _check_shapes(path: Path, shapes: Mapping[str, tuple[int, ...]], output: ArrayOutput) -> None:
+    """Raise unless every array of `output`'s schema is in `shapes` with a matching shape."""
+    for key, expected in output.arrays.items():
+        if key not in shapes:
+            raise ValueError(f"{path}: no array {key!r} (output {output.name!r} needs {sorted(output.arrays)})")
+        actual = shapes[key]
+        if len(actual) != len(expected) or any(e is not None and a != e for a, e in zip(actual, expected)):
+            raise ValueError(f"{path}: {key!r} has shape {actual}, expected {expected}")
