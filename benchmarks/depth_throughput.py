@@ -362,7 +362,8 @@ def main() -> None:
             no_writes_s = staged(stage, dataset, items, folder / f"no-writes-{size}", write=False)
             gflop, eager_fps, alone_fps = depth_alone(stage, args.batch)
             part_ms = parts(stage, dataset, items, args.batch, folder / f"parts-{size}")
-            busy = gpu_busy(stage, dataset, items[:8 * args.batch], folder / f"busy-{size}")
+            # Over 32 batches: on fewer, the loop's fill and drain (one step running alone) weigh on the figure.
+            busy = gpu_busy(stage, dataset, items[:32 * args.batch], folder / f"busy-{size}")
             plans_equal = same_bytes_across_plans(stage, dataset, items[:6 * args.batch], folder / f"plans-{size}")
             # The same models with frames decoded on the CPU in the read-ahead threads (stage.decode=cpu).
             stage.decode = "cpu"
