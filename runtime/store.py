@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from shardprep.runtime.atomic import append_line, atomic_path, is_temporary, remove
-from shardprep.runtime.npz import array_bytes, member_shapes, npz_bytes, write_npz
+from shardprep.runtime.npz import StreamedArray, array_bytes, member_shapes, npz_bytes, write_npz
 from shardprep.runtime.outputs import ArrayOutput, Artifact, FileOutput, Output
 
 FINGERPRINT_KEY = "fingerprint"
@@ -253,14 +253,12 @@ class ShardStore:
             path = self.path(item_id, output)
             try:
                 if isinstance(output, ArrayOutput):
-                    # Checked on the arrays, then built in memory and written in one call: reading the archive
-                    # back would only parse again what was just built from them (half of a checkpoint's cost).
+                    # Checked on the arrays, then written: reading the archive back would only parse again what
+                    # was just built from them (half of a checkpoint's cost).
                     arrays = {**artifact, FINGERPRINT_KEY: np.array(self.fingerprint)}
-                    _check_shapes(path, {key: np.shape(arrays[key]) for key in output.arrays if key in arrays},
+                    _check_shapes(path, {key: _shape(arrays[key]) for key in output.arrays if key in arrays},
                                   output)
-                    data = npz_bytes(arrays)
-                    with atomic_path(path) as tmp:
-                        tmp.write_bytes(data)
+                    _write_arrays(path, arrays)
                 else:
                     with atomic_path(path) as tmp:
                         artifact(tmp)
@@ -367,6 +365,21 @@ def _stat_or_none(name: str, folder: int) -> os.stat_result | None:
         return os.stat(name, dir_fd=folder, follow_symlinks=False)
     except FileNotFoundError:
         return None
+
+
+def _shape(value: np.ndarray | StreamedArray) -> tuple[int, ...]:
+    return tuple(value.shape) if isinstance(value, StreamedArray) else np.shape(value)
+
+
+def _write_arrays(path: Path, arrays: Mapping[str, np.ndarray | StreamedArray]) -> None:
+    """A small checkpoint is assembled in memory and written in one call (`npz_bytes`); one with arrays streamed in
+    chunks (a clip's events) is written member by member, never held whole."""
+    if any(isinstance(value, StreamedArray) for value in arrays.values()):
+        write_npz(path, arrays)
+        return
+    data = npz_bytes(arrays)
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
 
 
 def _check_shapes(path: Path, shapes: Mapping[str, tuple[int, ...]], output: ArrayOutput) -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from shardprep.runtime.npz import npz_bytes, read_npz, write_npz
+from shardprep.runtime.npz import StreamedArray, npz_bytes, read_npz, write_npz
 from shardprep.runtime.run_folder import RunFolder
 from shardprep.stages.base import ArrayOutput, FileOutput
 
@@ -128,3 +128,21 @@ def test_listing_for_status_never_removes_a_file_being_written(tmp_path: Path) -
     in_flight = store.folder / ".tmp-99-b.npz"
     in_flight.write_bytes(b"half")
     assert set(store.list_files()) == {"a.npz"} and in_flight.exists()
+
+
+def test_streamed_arrays_are_written_in_chunks_and_checked_like_the_others(tmp_path: Path) -> None:
+    """An output whose array comes in chunks (a clip's events) goes through the same schema check and comes back
+    whole; a streamed array of the wrong shape is refused before anything is written."""
+    output = ArrayOutput("events", {"t": (None,), "p": (None,)})
+    store = RunFolder(tmp_path).shard_store(0, [output], "abc")
+
+    def chunks():
+        return (np.arange(start, start + 4, dtype=np.int64) for start in range(0, 12, 4))
+
+    store.write("clip", {"events": {"t": StreamedArray((12,), np.dtype(np.int64), chunks),
+                                    "p": np.ones(12, np.int8)}})
+    assert store.scan(["clip"]) == ({}, 0)
+    assert np.array_equal(read_npz(store.path("clip", output))["t"], np.arange(12))
+    with pytest.raises(ValueError, match="shape"):
+        store.write("bad", {"events": {"t": StreamedArray((3, 4), np.dtype(np.int64), chunks), "p": np.ones(12)}})
+    assert not store.path("bad", output).exists()

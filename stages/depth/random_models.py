@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -97,7 +98,10 @@ def random_checkpoint(config: Path, build: Callable[[], torch.nn.Module]) -> Pat
 def _save_checkpoint(path: Path, build: Callable[[], torch.nn.Module]) -> None:
     import torch
 
-    with torch.random.fork_rng(devices=[]):
+    # Building imports mmengine / mmdet / mmpose, whose warnings (pkg_resources' deprecation, metainfo paths) would
+    # come before the launcher's own one-line messages on a machine's first run and say nothing about these weights.
+    with torch.random.fork_rng(devices=[]), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
         torch.manual_seed(SEED)
         model = build()
     path.parent.mkdir(parents=True, exist_ok=True)
