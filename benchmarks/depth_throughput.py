@@ -305,6 +305,38 @@ def gpu_busy(stage, dataset: MMPoseDataset, items, run_dir: Path) -> float:
     return busy / 1e6 / wall
 
 
+def lock_holders(stage, dataset: MMPoseDataset, items, run_dir: Path, raw: Path) -> dict:
+    """Which threads hold Python's global lock during the loop on `items`: py-spy attached to this process samples
+    the holder 250 times a second (`record --gil --threads`, raw stacks left in `raw`). Returns the share of the
+    loop's sampling ticks that found a holder (`held`; a low bound: ticks py-spy failed to read count as none), each
+    thread kind's share of those (read, prepare, write, MainThread), and the five innermost functions holding it."""
+    import collections
+    import shutil
+    import signal
+    import subprocess
+
+    spy = shutil.which("py-spy")
+    if spy is None:
+        sys.exit("--lock-profile needs py-spy on PATH (pip install py-spy)")
+    raw.parent.mkdir(parents=True, exist_ok=True)
+    sampler = subprocess.Popen([spy, "record", "--pid", str(os.getpid()), "--gil", "--threads", "--nonblocking",
+                                "--rate", "250", "--format", "raw", "--output", str(raw)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    time.sleep(2)  # attached
+    wall = staged(stage, dataset, items, run_dir)
+    sampler.send_signal(signal.SIGINT)
+    sampler.wait(timeout=120)
+    threads, functions = collections.Counter(), collections.Counter()
+    for line in raw.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        frames = stack.split(";")
+        threads[frames[0].split(": ", 1)[-1].rsplit("_", 1)[0]] += int(count)  # "thread (7): prepare_0" -> prepare
+        functions[frames[-1].split(" (")[0]] += int(count)
+    total = sum(threads.values()) or 1
+    return {"held": total / (250 * wall), "threads": {k: v / total for k, v in threads.most_common()},
+            "functions": {k: v / total for k, v in functions.most_common(5)}}
+
+
 def same_bytes_across_plans(stage, dataset: MMPoseDataset, items, folder: Path) -> bool:
     """The loop over `items` as one shard, and as three shards run last to first with a third of the files deleted
     and redone: every array of every frame bit-identical."""
@@ -336,6 +368,9 @@ def main() -> None:
     parser.add_argument("--read-workers", type=int, default=min(8, os.cpu_count() or 1))
     parser.add_argument("--device", default="cuda", help="cuda (the measurement) or cpu (a smoke run of the script)")
     parser.add_argument("--json", type=Path, help="also write the figures here")
+    parser.add_argument("--lock-profile", type=Path, metavar="DIR",
+                        help="also run the loop once under py-spy (pip install py-spy) and report which threads hold "
+                             "Python's global lock; its raw stacks go to DIR/<model>-lock.txt")
     args = parser.parse_args()
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
@@ -365,6 +400,8 @@ def main() -> None:
             # Over 32 batches: on fewer, the loop's fill and drain (one step running alone) weigh on the figure.
             busy = gpu_busy(stage, dataset, items[:32 * args.batch], folder / f"busy-{size}")
             plans_equal = same_bytes_across_plans(stage, dataset, items[:6 * args.batch], folder / f"plans-{size}")
+            lock = lock_holders(stage, dataset, items, folder / f"lock-{size}", args.lock_profile / f"{size}-lock.txt") \
+                if args.lock_profile else {}
             # The same models with frames decoded on the CPU in the read-ahead threads (stage.decode=cpu).
             stage.decode = "cpu"
             cpu_decode_s = staged(stage, dataset, items, folder / f"cpu-decode-{size}")
@@ -402,7 +439,7 @@ def main() -> None:
                 "bf16": agreement(naive_dir, RunFolder(folder / f"stage-{size}").shard_folder(0)),
                 "fp32": agreement(naive_dir, RunFolder(folder / f"fp32-{size}").shard_folder(0)),
                 "parts_ms_per_batch": part_ms, "loop_ms_per_batch": 1e3 * stage_s / (args.frames / args.batch),
-                "gpu_busy": busy, "plans_bit_identical": plans_equal, "autotuned_fps": args.frames / tuned_s,
+                "gpu_busy": busy, "plans_bit_identical": plans_equal, "lock_holders": lock, "autotuned_fps": args.frames / tuned_s,
                 "cpu_decode_fps": args.frames / cpu_decode_s, "no_writes_fps": args.frames / no_writes_s, "no_cuda_graphs_fps": args.frames / no_graphs_s,
                 "cuda_graphs": graphed,
                 "cpu_decode_vs_nvjpeg": agreement(RunFolder(folder / f"cpu-decode-{size}").shard_folder(0),
@@ -429,6 +466,11 @@ def main() -> None:
             f"{name} {ms:.1f}" for name, ms in row["parts_ms_per_batch"].items()) +
             f"; loop {row['loop_ms_per_batch']:.1f}; GPU busy {100 * row['gpu_busy']:.0f}% of the loop; without "
             f"checkpoint writes {row['no_writes_fps']:.1f} f/s")
+        if row["lock_holders"]:
+            threads, functions = row["lock_holders"]["threads"], row["lock_holders"]["functions"]
+            print(f"{'':>6} Python's lock held in ~{100 * row['lock_holders']['held']:.0f}% of the loop; by thread: "
+                  + ", ".join(f"{name} {100 * share:.0f}%" for name, share in threads.items())
+                  + "; most: " + ", ".join(f"{name} {100 * share:.0f}%" for name, share in functions.items()))
         print(f"{'':>6} CUDA graphs (detector, pose, depth) {row['cuda_graphs']}; without graphs "
               f"{row['no_cuda_graphs_fps']:.1f} f/s")
         print(f"{'':>6} deterministic {row['stage_fps']:.1f} f/s vs autotuned {row['autotuned_fps']:.1f} f/s; "
