@@ -60,16 +60,16 @@ def job_finished(job_id: str) -> bool:
     return queued.returncode == 0 and not queued.stdout.strip() or "Invalid job id" in queued.stderr
 
 
-def sacct_states(job_id: str, tasks: int = 1) -> dict[str, str]:
-    """State per task of array `job_id` from accounting, once it lists `tasks` of them: slurmctld hands records to
-    slurmdbd asynchronously, and until then sacct shows a finished array as one line (`<job>`, not `<job>_<i>`)."""
+def sacct_states(job_id: str, tasks: list[str]) -> dict[str, str]:
+    """State of each of `tasks` (SLURM task ids of job `job_id`) from accounting, once it lists them all: slurmctld
+    hands records to slurmdbd asynchronously, and until then sacct can show a finished array as one line."""
     def listed():
         out = subprocess.run(["sacct", "-n", "-P", "-X", "--format=JobID,State", "-j", job_id], capture_output=True,
                              text=True)
         states = dict(line.split("|")[:2] for line in out.stdout.splitlines() if "|" in line)
-        return states if len([key for key in states if "_" in key]) >= tasks else None
+        return {task: states[task] for task in tasks} if all(task in states for task in tasks) else None
 
-    return wait_until(listed, 60, f"accounting to list {tasks} task(s) of job {job_id}")
+    return wait_until(listed, 60, f"accounting to list {', '.join(tasks)} of job {job_id}")
 
 
 def running_attempt(run_dir: Path, shard: int, min_files: int):
@@ -91,7 +91,7 @@ def test_array_of_three_equals_single_local_run(tmp_path: Path, demo_root: Path)
     assert len(RunFolder(slurm_run).submissions()) == 1 and RunFolder(slurm_run).submissions()[0]["shards"] == [0, 1, 2]
     scripts = list((slurm_run / "logs").rglob("*_submission.sh"))  # submitit keeps the sbatch script it submitted
     assert len(scripts) == 1 and "#SBATCH --array=0-2%" in scripts[0].read_text()
-    states = sacct_states(last_job(slurm_run), tasks=3)
+    states = sacct_states(last_job(slurm_run), [task_id(slurm_run, shard) for shard in range(3)])
     assert sorted(states.values()) == ["COMPLETED"] * 3, states
     assert_complete_and_clean(slurm_run, 12)
     a, b = all_files(slurm_run), all_files(local_run)
@@ -124,7 +124,7 @@ def test_interrupted_task_resumes_with_only_unfinished_items_redone(
         subprocess.run(["scancel", task_id(run_dir, 0)], check=True)
     wait_until(lambda: job_finished(job), 120, f"job {job} to leave the queue")
     expected_state = "FAILED" if interrupt == "kill -9" else "CANCELLED"
-    assert sacct_states(job, tasks=2)[task_id(run_dir, 0)].startswith(expected_state)
+    assert sacct_states(job, [task_id(run_dir, 0)])[task_id(run_dir, 0)].startswith(expected_state)
 
     before = {name: path.stat().st_mtime_ns for name, path in all_files(run_dir).items()}
     unfinished = 12 - len(before)
@@ -189,7 +189,7 @@ def test_time_limit_requeues_the_task_which_finishes_from_its_checkpoints(tmp_pa
     for earlier, later in zip(attempts, attempts[1:]):
         assert later.valid_at_start > earlier.valid_at_start  # every requeue went on from where the last one was
         assert later.todo == 24 - later.valid_at_start
-    assert sacct_states(last_job(run_dir))[task_id(run_dir, 0)] == "COMPLETED"
+    assert sacct_states(last_job(run_dir), [task_id(run_dir, 0)])[task_id(run_dir, 0)] == "COMPLETED"
     status = json.loads(launch("status.py", f"out_dir={run_dir}", "output=json").stdout)
     assert status["shards"][0]["requeues"] >= 1 and status["totals"]["done"] == 24
 
