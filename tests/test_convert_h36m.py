@@ -106,7 +106,8 @@ def test_cdf_pose_read_by_cdflib_and_spacepy(raw: Path) -> None:
     """The two maintained CDF readers agree on a real CDF's Pose (cdflib is the one used: pure Python)."""
     import cdflib
 
-    pycdf = pytest.importorskip("spacepy.pycdf", reason="spacepy (needs NASA's CDF library) is not installed")
+    pycdf = pytest.importorskip("spacepy.pycdf",
+                                reason="spacepy is not installed (a test requirement: pip install -e '.[test]')")
     path = raw / "S1" / "MyPoseFeatures" / "D3_Positions_mono" / "Directions 1.54138969.cdf"
     with pycdf.CDF(str(path)) as cdf:
         by_spacepy = np.array(cdf["Pose"])
