@@ -67,9 +67,9 @@ def save_npz(path: Path, arrays: Mapping[str, np.ndarray | StreamedArray], compr
 def npz_bytes(arrays: Mapping[str, np.ndarray]) -> bytes:
     """A small NPZ (members stored, not compressed) built in memory, what the per-item checkpoints are.
 
-    The same archive as `save_npz` writes, less zip64 fields, assembled directly: `zipfile` and `numpy.lib.format`
-    cost a quarter of a millisecond per checkpoint in Python, and the thread that writes checkpoints holds Python's
-    global lock meanwhile, which the threads feeding the GPU wait for (docs/depth.md). The .npy headers are numpy's
+    The same archive as `save_npz` writes, less zip64 fields, assembled directly: through `zipfile` and
+    `numpy.lib.format` the thread that writes checkpoints holds Python's global lock several times longer, and the
+    threads feeding the GPU wait for it (figures in docs/depth.md). The .npy headers are numpy's
     own (cached per dtype and shape); members hold C-order data; sizes stay far below zip's 4 GiB limit (refused).
     """
     local, central, offset = [], [], 0

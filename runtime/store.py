@@ -254,7 +254,7 @@ class ShardStore:
             try:
                 if isinstance(output, ArrayOutput):
                     # Checked on the arrays, then written: reading the archive back would only parse again what
-                    # was just built from them (half of a checkpoint's cost).
+                    # was just built from them, at about the cost of building it.
                     arrays = {**artifact, FINGERPRINT_KEY: np.array(self.fingerprint)}
                     _check_shapes(path, {key: _shape(arrays[key]) for key in output.arrays if key in arrays},
                                   output)
