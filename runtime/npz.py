@@ -46,6 +46,17 @@ def write_npz(path: Path, arrays: Mapping[str, np.ndarray | StreamedArray], comp
         save_npz(tmp, arrays, compress)
 
 
+def write_npz_at_once(path: Path, arrays: Mapping[str, np.ndarray | StreamedArray]) -> None:
+    """Atomically write a small NPZ (a per-item checkpoint) assembled in memory by `npz_bytes`, in one write call;
+    one with streamed arrays (a clip's events) is written member by member instead, never held whole."""
+    if any(isinstance(value, StreamedArray) for value in arrays.values()):
+        write_npz(path, arrays)
+        return
+    data = npz_bytes(arrays)
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+
+
 def save_npz(path: Path, arrays: Mapping[str, np.ndarray | StreamedArray], compress: bool = False) -> None:
     """Write `arrays` as an NPZ at `path` (not atomic). Object arrays are refused: they would need pickle to read."""
     mode = zipfile.ZIP_DEFLATED if compress else zipfile.ZIP_STORED

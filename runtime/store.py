@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from shardprep.runtime.atomic import append_line, atomic_path, is_temporary, remove
-from shardprep.runtime.npz import StreamedArray, array_bytes, member_shapes, npz_bytes, write_npz
+from shardprep.runtime.npz import StreamedArray, array_bytes, member_shapes, write_npz, write_npz_at_once
 from shardprep.runtime.outputs import ArrayOutput, Artifact, FileOutput, Output
 
 FINGERPRINT_KEY = "fingerprint"
@@ -258,7 +258,7 @@ class ShardStore:
                     arrays = {**artifact, FINGERPRINT_KEY: np.array(self.fingerprint)}
                     _check_shapes(path, {key: _shape(arrays[key]) for key in output.arrays if key in arrays},
                                   output)
-                    _write_arrays(path, arrays)
+                    write_npz_at_once(path, arrays)
                 else:
                     with atomic_path(path) as tmp:
                         artifact(tmp)
@@ -369,17 +369,6 @@ def _stat_or_none(name: str, folder: int) -> os.stat_result | None:
 
 def _shape(value: np.ndarray | StreamedArray) -> tuple[int, ...]:
     return tuple(value.shape) if isinstance(value, StreamedArray) else np.shape(value)
-
-
-def _write_arrays(path: Path, arrays: Mapping[str, np.ndarray | StreamedArray]) -> None:
-    """A small checkpoint is assembled in memory and written in one call (`npz_bytes`); one with arrays streamed in
-    chunks (a clip's events) is written member by member, never held whole."""
-    if any(isinstance(value, StreamedArray) for value in arrays.values()):
-        write_npz(path, arrays)
-        return
-    data = npz_bytes(arrays)
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(data)
 
 
 def _check_shapes(path: Path, shapes: Mapping[str, tuple[int, ...]], output: ArrayOutput) -> None:
