@@ -12,7 +12,7 @@ import posixpath
 import re
 from collections.abc import Mapping
 from pathlib import Path, PureWindowsPath
-from typing import Any, ClassVar
+from typing import IO, Any, ClassVar
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -72,25 +72,34 @@ def check_inside_root(path: Path, imgnames: np.ndarray) -> None:
 
 
 def read_rgb(path: Path) -> np.ndarray:
-    """Decode an image as (H, W, 3) uint8 RGB, with an error that names the file.
+    """Decode an image file as (H, W, 3) uint8 RGB (`decode_rgb`), with an error that names the file."""
+    try:
+        return decode_rgb(path, path)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"image not found: {path} (check dataset.image_root)") from None
+
+
+def decode_rgb(source: Path | IO[bytes], name: str | Path) -> np.ndarray:
+    """Decode an image (a file, or its bytes in a stream) as (H, W, 3) uint8 RGB; a ValueError naming `name` if it
+    cannot be decoded. The one CPU decoder: frames read as files and JPEG bytes the GPU decoder refused go through it.
 
     Pillow's `convert("RGB")` clips 16-bit grey (`I;16`) values to 255 (a near-white frame that still "works"), so
     those are scaled to 8 bits (value / 257, rounded); 32-bit integer or float images have no agreed range and are
     refused (a recorded item error). 16-bit RGB files are already reduced to 8 bits by Pillow when opened.
     """
     try:
-        with Image.open(path) as image:
+        with Image.open(source) as image:
             if image.mode in SIXTEEN_BIT_GREY:
                 grey = np.rint(np.asarray(image, dtype=np.float64) / 257.0).astype(np.uint8)
                 return np.repeat(grey[..., None], 3, axis=2)
             if image.mode in ("I", "F"):
-                raise ValueError(f"image {path} has mode {image.mode!r} (32-bit {'float' if image.mode == 'F' else 'int'}"
+                raise ValueError(f"image {name} has mode {image.mode!r} (32-bit {'float' if image.mode == 'F' else 'int'}"
                                  "): its intensity range is unknown; convert it to 8- or 16-bit")
             return np.array(image.convert("RGB"))  # writable: tensors made from it need no copy or warning
     except FileNotFoundError:
-        raise FileNotFoundError(f"image not found: {path} (check dataset.image_root)") from None
+        raise
     except (UnidentifiedImageError, OSError) as error:
-        raise ValueError(f"cannot decode image {path}: {error} (re-extract or replace this frame)") from None
+        raise ValueError(f"cannot decode image {name}: {error} (re-extract or replace this frame)") from None
 
 
 def read_jpeg(path: Path) -> tuple[np.ndarray, tuple[int, int]] | None:

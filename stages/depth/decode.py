@@ -57,19 +57,18 @@ def _decode(payloads: Sequence[dict[str, Any]], device: torch.device) -> list[to
 
 
 def _decode_one(payload: dict[str, Any], data: torch.Tensor, device: torch.device) -> torch.Tensor | ValueError:
-    from PIL import Image, UnidentifiedImageError
     from torchvision.io import ImageReadMode, decode_jpeg
+
+    from shardprep.datasets.mmpose_npz import decode_rgb
 
     try:
         return decode_jpeg(data, mode=ImageReadMode.RGB, device=device)
     except RuntimeError:
         pass
     try:
-        with Image.open(io.BytesIO(payload["encoded"].tobytes())) as image:
-            rgb = np.array(image.convert("RGB"))
-    except (UnidentifiedImageError, OSError) as error:
-        return ValueError(f"cannot decode image {payload.get('image_file', '?')}: {error} (re-extract or replace "
-                          "this frame)")
+        rgb = decode_rgb(io.BytesIO(payload["encoded"].tobytes()), payload.get("image_file", "?"))
+    except ValueError as error:
+        return error
     return torch.from_numpy(rgb).to(device).permute(2, 0, 1)
 
 
