@@ -284,25 +284,81 @@ def networks(stage) -> list:
     return [model.network for model in (models.detector, models.pose, models.depth) if model is not None]
 
 
-def gpu_busy(stage, dataset: MMPoseDataset, items, run_dir: Path) -> float:
-    """Kernel time over wall time of the worker loop on `items` (the union of CUDA kernel intervals from the torch
-    profiler); NaN where the profiler records no kernels (no CUPTI)."""
+def gpu_busy(stage, dataset: MMPoseDataset, items, run_dir: Path) -> dict:
+    """How busy the GPU is during the worker loop on `items`, from the torch profiler's record of every kernel, copy
+    and fill on the device: `busy`, the union of their intervals over the loop's wall time (NaN where the profiler
+    records none: no CUPTI); per CUDA stream, ms per batch of its own activity and its longest kernel's name
+    (`streams`: the prepare and process steps' streams, nvJPEG's, capture streams); and the five kernels that took
+    the most time, ms per batch (`kernels`)."""
+    from collections import Counter
+
     from torch.profiler import ProfilerActivity, profile
 
     with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
         wall = staged(stage, dataset, items, run_dir)
-    spans = sorted((e.time_range.start, e.time_range.end) for e in prof.events()
-                   if e.device_type == torch.autograd.DeviceType.CUDA and e.time_range.end > e.time_range.start)
+    spans = [(event.start_ns(), event.start_ns() + event.duration_ns(), event.device_resource_id(), event.name())
+             for event in prof.profiler.kineto_results.events()
+             if event.device_type() == torch.autograd.DeviceType.CUDA and event.duration_ns() > 0]
     if not spans:
-        return float("nan")
-    busy, (start, end) = 0.0, spans[0]
-    for begin, finish in spans[1:]:
-        if begin > end:
-            busy, start, end = busy + end - start, begin, finish
-        else:
+        return {"busy": float("nan"), "streams": {}, "kernels": {}}
+    batches = len(items) / stage.batch_size
+    streams, kernels = Counter(), Counter()
+    longest: dict[int, tuple[int, str]] = {}
+    for begin, finish, stream, name in spans:
+        kernels[name] += finish - begin
+        longest[stream] = max(longest.get(stream, (0, "")), (finish - begin, name))
+    for stream in longest:
+        streams[stream] = union_ns([(b, f) for b, f, s, _ in spans if s == stream])
+    return {
+        "busy": union_ns([(begin, finish) for begin, finish, _, _ in spans]) / 1e9 / wall,
+        "streams": {f"{stream} ({longest[stream][1][:48]})": ns / 1e6 / batches
+                    for stream, ns in streams.most_common()},
+        "kernels": {name[:64]: ns / 1e6 / batches for name, ns in kernels.most_common(5)},
+    }
+
+
+def union_ns(spans: list[tuple[int, int]]) -> int:
+    """Length of the union of [begin, end) intervals."""
+    total, start, end = 0, 0, None
+    for begin, finish in sorted(spans):
+        if end is not None and begin <= end:
             end = max(end, finish)
-    busy += end - start
-    return busy / 1e6 / wall
+            continue
+        total += 0 if end is None else end - start
+        start, end = begin, finish
+    return total + (0 if end is None else end - start)
+
+
+def nvjpeg_behind_default_stream(path: Path, device: torch.device) -> dict[str, float]:
+    """ms of one nvJPEG decode (torchvision's `decode_jpeg` on the GPU, called with a side stream current, as the
+    stage's prepare step does) with the legacy default stream idle, and while a spin kernel of `spin_ms` runs there:
+    near `spin_ms` means the decoder waits for the default stream's work."""
+    from torchvision.io import ImageReadMode, decode_jpeg
+
+    data = torch.from_numpy(np.fromfile(path, dtype=np.uint8))
+    side = torch.cuda.Stream(device)
+
+    def decode_ms() -> float:
+        begin = time.perf_counter()
+        with torch.cuda.stream(side):
+            decode_jpeg([data], mode=ImageReadMode.RGB, device=device)
+            side.synchronize()
+        return 1e3 * (time.perf_counter() - begin)
+
+    def spin() -> None:
+        torch.cuda._sleep(200_000_000)  # clock cycles, on the default stream (this thread's current one)
+
+    decode_ms()  # the decoder is created on first use
+    idle = decode_ms()
+    torch.cuda.synchronize()
+    begin = time.perf_counter()
+    spin()
+    torch.cuda.synchronize()
+    spin_ms = 1e3 * (time.perf_counter() - begin)
+    spin()
+    behind = decode_ms()
+    torch.cuda.synchronize()
+    return {"idle_ms": idle, "spin_ms": spin_ms, "behind_spin_ms": behind}
 
 
 def lock_holders(stage, dataset: MMPoseDataset, items, run_dir: Path, raw: Path) -> dict:
@@ -381,6 +437,8 @@ def main() -> None:
         dataset = make_frames(folder, args.frames)
         items = dataset.items()
         peak = matmul_peak(device)
+        first_frame = folder / "images" / "bench" / "frame_000000.jpg"
+        probe = nvjpeg_behind_default_stream(first_frame, device) if device.type == "cuda" else {}
         for size in args.depth:
             stage = build_stage(stage_config(folder, size, args, "bf16", "auto"))
             stage.setup()
@@ -406,6 +464,11 @@ def main() -> None:
             stage.decode = "cpu"
             cpu_decode_s = staged(stage, dataset, items, folder / f"cpu-decode-{size}")
             stage.decode = "auto"
+            # The same with the process step on the legacy default stream (its own stream is what lets nvJPEG's
+            # decoding of the next batch overlap it: pipeline.Models).
+            process_stream, stage.models.process_stream = stage.models.process_stream, None
+            default_stream_s = staged(stage, dataset, items, folder / f"default-stream-{size}")
+            stage.models.process_stream = process_stream
             # The same, compiled but not replayed as CUDA graphs (stage.cuda_graphs=false): what the graphs give.
             graphed = [network.cuda_graphs for network in networks(stage)]
             for network in networks(stage):
@@ -439,8 +502,10 @@ def main() -> None:
                 "bf16": agreement(naive_dir, RunFolder(folder / f"stage-{size}").shard_folder(0)),
                 "fp32": agreement(naive_dir, RunFolder(folder / f"fp32-{size}").shard_folder(0)),
                 "parts_ms_per_batch": part_ms, "loop_ms_per_batch": 1e3 * stage_s / (args.frames / args.batch),
-                "gpu_busy": busy, "plans_bit_identical": plans_equal, "lock_holders": lock, "autotuned_fps": args.frames / tuned_s,
+                "gpu_busy": busy["busy"], "gpu_streams_ms_per_batch": busy["streams"],
+                "gpu_kernels_ms_per_batch": busy["kernels"], "plans_bit_identical": plans_equal, "lock_holders": lock, "autotuned_fps": args.frames / tuned_s,
                 "cpu_decode_fps": args.frames / cpu_decode_s, "no_writes_fps": args.frames / no_writes_s, "no_cuda_graphs_fps": args.frames / no_graphs_s,
+                "process_on_default_stream_fps": args.frames / default_stream_s, "nvjpeg_probe": probe,
                 "cuda_graphs": graphed,
                 "cpu_decode_vs_nvjpeg": agreement(RunFolder(folder / f"cpu-decode-{size}").shard_folder(0),
                                                   RunFolder(folder / f"stage-{size}").shard_folder(0)),
@@ -457,6 +522,9 @@ def main() -> None:
     print(f"{'depth':>6} {'naive f/s':>10} {'stage f/s':>10} {'ratio':>6} {'naive GiB':>10} {'stage GiB':>10} "
           f"{'warm-up s':>9} {'GFLOP/f':>8} {'DA eager f/s':>12} {'DA stage f/s':>12} {'%peak':>6} "
           f"{'in stage %peak':>14}")
+    if probe:
+        print(f"one nvJPEG decode from a side stream: {probe['idle_ms']:.1f} ms with the default stream idle, "
+              f"{probe['behind_spin_ms']:.1f} ms while a {probe['spin_ms']:.0f} ms kernel runs there")
     for row in rows:
         print(f"{row['depth_model']:>6} {row['naive_fps']:10.2f} {row['stage_fps']:10.2f} {row['ratio']:6.1f} "
               f"{row['naive_peak_gib']:10.2f} {row['stage_peak_gib']:10.2f} {row['stage_warmup_s']:9.1f} "
@@ -466,6 +534,12 @@ def main() -> None:
             f"{name} {ms:.1f}" for name, ms in row["parts_ms_per_batch"].items()) +
             f"; loop {row['loop_ms_per_batch']:.1f}; GPU busy {100 * row['gpu_busy']:.0f}% of the loop; without "
             f"checkpoint writes {row['no_writes_fps']:.1f} f/s")
+        print(f"{'':>6} GPU activity per stream, ms per batch: " + ", ".join(
+            f"{name} {ms:.1f}" for name, ms in row["gpu_streams_ms_per_batch"].items()))
+        print(f"{'':>6} longest kernels, ms per batch: " + ", ".join(
+            f"{name} {ms:.1f}" for name, ms in row["gpu_kernels_ms_per_batch"].items()))
+        print(f"{'':>6} process step on the legacy default stream (as before): "
+              f"{row['process_on_default_stream_fps']:.1f} f/s")
         if row["lock_holders"]:
             threads, functions = row["lock_holders"]["threads"], row["lock_holders"]["functions"]
             print(f"{'':>6} Python's lock held in ~{100 * row['lock_holders']['held']:.0f}% of the loop; by thread: "

@@ -3,7 +3,8 @@
 Frames are uploaded to the device once, as uint8; every resampling happens there. Detection runs on the whole
 batch, pose on the batch of chosen boxes' crops, depth on the frames that have a person, one forward per resolution.
 Detection (`choose_boxes`) and the rest (`pose_and_depth`) are separate steps so the stage can run a batch's
-detection on the second stream (`Models.side_stream`) while the previous batch's pose and depth run.
+decoding and detection on one CUDA stream (`Models.on_prepare_stream`) while the previous batch's pose and depth run
+on another (`Models.on_process_stream`).
 """
 
 from __future__ import annotations
@@ -48,28 +49,44 @@ class Models:
     depth: DepthEstimator
     score_threshold: float
     pose_batch: int
-    stream: torch.cuda.Stream | None = None
+    prepare_stream: torch.cuda.Stream | None = None
+    process_stream: torch.cuda.Stream | None = None
 
     def __post_init__(self) -> None:
-        if self.device.type == "cuda" and self.stream is None:
-            self.stream = torch.cuda.Stream(self.device)
+        # Neither step runs on the legacy default stream: torchvision's nvJPEG decoder queues its work on a stream
+        # made with cudaStreamCreate, which waits for everything queued on the default stream (and the default
+        # stream for it). Pose and depth of batch N there would hold batch N+1's decoding back until they finish,
+        # and the two steps would take turns on the GPU instead of overlapping (docs/depth.md).
+        if self.device.type == "cuda":
+            self.prepare_stream = self.prepare_stream or torch.cuda.Stream(self.device)
+            self.process_stream = self.process_stream or torch.cuda.Stream(self.device)
 
     @contextmanager
-    def side_stream(self) -> Iterator[None]:
-        """Device work queued in the block goes to the models' second stream and is finished when the block ends.
+    def on_prepare_stream(self) -> Iterator[None]:
+        """Device work queued in the block goes to the prepare stream and is finished when the block ends.
         Tensors made there and used later on another stream must be `adopt`ed by it."""
-        if self.stream is None:
+        if self.prepare_stream is None:
             yield
             return
-        with torch.cuda.stream(self.stream):
+        with torch.cuda.stream(self.prepare_stream):
             yield
-        self.stream.synchronize()
+        self.prepare_stream.synchronize()
+
+    @contextmanager
+    def on_process_stream(self) -> Iterator[None]:
+        """Device work queued in the block goes to the process stream (its results reach the host through
+        device-to-host copies, which wait for it)."""
+        if self.process_stream is None:
+            yield
+            return
+        with torch.cuda.stream(self.process_stream):
+            yield
 
     def adopt(self, tensors: Sequence[torch.Tensor]) -> None:
-        """Tensors made on the second stream, now used on the current one: their memory is not handed out again
+        """Tensors made on the prepare stream, now used on the current one: their memory is not handed out again
         until the current stream's queued work on them is done (the caching allocator only knows the stream that
         allocated a block)."""
-        if self.stream is not None:
+        if self.prepare_stream is not None:
             current = torch.cuda.current_stream(self.device)
             for tensor in tensors:
                 tensor.record_stream(current)

@@ -4,8 +4,8 @@ Per batch of frames: (1) a person box, from RTMDet run on the batch or from the 
 chosen by selection.py's rule; (2) RTMPose on the batch of crops, COCO -> H36M; (3) Depth Anything V2 metric on the
 frames, one forward per resolution; (4) per-joint depth sampled from it. A frame with no box is a recorded frame
 (`detected=False`, zeros), not an error; a payload that is not an RGB image fails alone.
-Decoding and (1) are `prepare`, which the runtime runs one batch ahead on the models' second stream; (2)-(4) are
-`process`: on a GPU the two batches' work overlaps.
+Decoding and (1) are `prepare`, which the runtime runs one batch ahead in a thread of its own, on the models' prepare
+stream; (2)-(4) are `process`, on their process stream: on a GPU the two batches' work overlaps.
 """
 
 from __future__ import annotations
@@ -124,11 +124,11 @@ class DepthStage(Stage):
         return decodes_on_device(self.decode, self.models.device)
 
     def prepare(self, batch: Sequence[Work]) -> list[Work]:
-        """Frames decoded onto the device and their person boxes chosen, on the models' second stream."""
+        """Frames decoded onto the device and their person boxes chosen, on the models' prepare stream."""
         from shardprep.stages.depth.decode import frames_on_device
         from shardprep.stages.depth.pipeline import choose_boxes
 
-        with self.models.side_stream():
+        with self.models.on_prepare_stream():
             decoded = frames_on_device([work.payload for work in batch], self.models.device)
             usable = [index for index, frame in enumerate(decoded) if not isinstance(frame, ValueError)]
             payloads = [batch[index].payload for index in usable]
@@ -153,7 +153,8 @@ class DepthStage(Stage):
             boxes.append(detected.box)
             indices.append(index)
         if frames:
-            self.models.adopt(frames)
-            for index, arrays in zip(indices, pose_and_depth(self.models, frames, boxes, self.radius)):
-                results[index] = {"depth": arrays}
+            with self.models.on_process_stream():
+                self.models.adopt(frames)
+                for index, arrays in zip(indices, pose_and_depth(self.models, frames, boxes, self.radius)):
+                    results[index] = {"depth": arrays}
         return results
