@@ -414,6 +414,43 @@ def same_bytes_across_plans(stage, dataset: MMPoseDataset, items, folder: Path) 
     return True
 
 
+def variants(stage, dataset: MMPoseDataset, items, folder: Path, size: str, args: argparse.Namespace) -> dict:
+    """Seconds of the loop on `items` under other settings, same models (stage.decode=cpu, the process step on the
+    default stream, no CUDA graphs, autotuned), which CUDA graphs were captured, and the fp32 eager stage's run
+    on the naive frames (its files under `folder`, for `agreement`)."""
+    # The same models with frames decoded on the CPU in the read-ahead threads (stage.decode=cpu).
+    stage.decode = "cpu"
+    cpu_decode_s = staged(stage, dataset, items, folder / f"cpu-decode-{size}")
+    stage.decode = "auto"
+    # The same with the process step on the legacy default stream, as before it had a stream of its own
+    # (pipeline.Models says why).
+    process_stream, stage.models.process_stream = stage.models.process_stream, None
+    default_stream_s = staged(stage, dataset, items, folder / f"default-stream-{size}")
+    stage.models.process_stream = process_stream
+    # The same, compiled but not replayed as CUDA graphs (stage.cuda_graphs=false): what the graphs give.
+    graphed = [network.cuda_graphs for network in networks(stage)]
+    for network in networks(stage):
+        network.cuda_graphs = False
+    no_graphs_s = staged(stage, dataset, items, folder / f"no-graphs-{size}")
+    # The same, autotuned (stage.deterministic=false, which sets these flags): what determinism costs. The
+    # graphs are captured again: a capture keeps the kernels cuDNN chose then.
+    for network, flag in zip(networks(stage), graphed):
+        network.cuda_graphs = flag
+        network.graphs.clear()
+    torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = True, False
+    staged(stage, dataset, items[:2 * args.batch], folder / f"warm-tuned-{size}")
+    tuned_s = staged(stage, dataset, items, folder / f"tuned-{size}")
+    torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = False, True
+    # The same frames through the stage at fp32, eager: the pipeline's own agreement with the naive way,
+    # which bf16 blurs (random weights make RTMPose's SimCC maxima flat, so bf16 moves keypoints far).
+    check = build_stage(stage_config(folder, size, args, "fp32", "false"))
+    check.setup()
+    staged(check, dataset, items[:args.naive_frames], folder / f"fp32-{size}")
+    del check
+    return {"cpu_decode_s": cpu_decode_s, "default_stream_s": default_stream_s, "no_graphs_s": no_graphs_s,
+            "tuned_s": tuned_s, "graphed": graphed}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--frames", type=int, default=2048,
@@ -424,6 +461,9 @@ def main() -> None:
     parser.add_argument("--read-workers", type=int, default=min(8, os.cpu_count() or 1))
     parser.add_argument("--device", default="cuda", help="cuda (the measurement) or cpu (a smoke run of the script)")
     parser.add_argument("--json", type=Path, help="also write the figures here")
+    parser.add_argument("--main-only", action="store_true",
+                        help="only the naive and stage rates, the parts, GPU busy and the depth model alone (e.g. for "
+                             "a second CPU count): no runs under other settings, no shard-plan or fp32 comparison")
     parser.add_argument("--lock-profile", type=Path, metavar="DIR",
                         help="also run the loop once under py-spy (pip install py-spy) and report which threads hold "
                              "Python's global lock; its raw stacks go to DIR/<model>-lock.txt")
@@ -452,44 +492,20 @@ def main() -> None:
             reset_peak_memory(device)
             stage_s = staged(stage, dataset, items, folder / f"stage-{size}")
             stage_mem = peak_memory_gib(device)
-            no_writes_s = staged(stage, dataset, items, folder / f"no-writes-{size}", write=False)
+            no_writes_s = float("nan") if args.main_only else \
+                staged(stage, dataset, items, folder / f"no-writes-{size}", write=False)
             gflop, eager_fps, alone_fps = depth_alone(stage, args.batch)
             part_ms = parts(stage, dataset, items, args.batch, folder / f"parts-{size}")
             # Over 32 batches: on fewer, the loop's fill and drain (one step running alone) weigh on the figure.
             busy = gpu_busy(stage, dataset, items[:32 * args.batch], folder / f"busy-{size}")
-            plans_equal = same_bytes_across_plans(stage, dataset, items[:6 * args.batch], folder / f"plans-{size}")
+            plans_equal = None if args.main_only else \
+                same_bytes_across_plans(stage, dataset, items[:6 * args.batch], folder / f"plans-{size}")
             lock = lock_holders(stage, dataset, items, folder / f"lock-{size}", args.lock_profile / f"{size}-lock.txt") \
                 if args.lock_profile else {}
-            # The same models with frames decoded on the CPU in the read-ahead threads (stage.decode=cpu).
-            stage.decode = "cpu"
-            cpu_decode_s = staged(stage, dataset, items, folder / f"cpu-decode-{size}")
-            stage.decode = "auto"
-            # The same with the process step on the legacy default stream (its own stream is what lets nvJPEG's
-            # decoding of the next batch overlap it: pipeline.Models).
-            process_stream, stage.models.process_stream = stage.models.process_stream, None
-            default_stream_s = staged(stage, dataset, items, folder / f"default-stream-{size}")
-            stage.models.process_stream = process_stream
-            # The same, compiled but not replayed as CUDA graphs (stage.cuda_graphs=false): what the graphs give.
-            graphed = [network.cuda_graphs for network in networks(stage)]
-            for network in networks(stage):
-                network.cuda_graphs = False
-            no_graphs_s = staged(stage, dataset, items, folder / f"no-graphs-{size}")
-            # The same, autotuned (stage.deterministic=false, which sets these flags): what determinism costs. The
-            # graphs are captured again: a capture keeps the kernels cuDNN chose then.
-            for network, flag in zip(networks(stage), graphed):
-                network.cuda_graphs = flag
-                network.graphs.clear()
-            torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = True, False
-            staged(stage, dataset, items[:2 * args.batch], folder / f"warm-tuned-{size}")
-            tuned_s = staged(stage, dataset, items, folder / f"tuned-{size}")
-            torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = False, True
+            skipped = {"cpu_decode_s": float("nan"), "default_stream_s": float("nan"), "no_graphs_s": float("nan"),
+                       "tuned_s": float("nan"), "graphed": [network.cuda_graphs for network in networks(stage)]}
+            other = skipped if args.main_only else variants(stage, dataset, items, folder, size, args)
             del stage
-            # The same frames through the stage at fp32, eager: the pipeline's own agreement with the naive way,
-            # which bf16 blurs (random weights make RTMPose's SimCC maxima flat, so bf16 moves keypoints far).
-            check = build_stage(stage_config(folder, size, args, "fp32", "false"))
-            check.setup()
-            staged(check, dataset, items[:args.naive_frames], folder / f"fp32-{size}")
-            del check
             naive_fps, stage_fps = args.naive_frames / naive_s, args.frames / stage_s
             naive_dir = folder / f"naive-{size}"
             rows.append({
@@ -503,10 +519,10 @@ def main() -> None:
                 "fp32": agreement(naive_dir, RunFolder(folder / f"fp32-{size}").shard_folder(0)),
                 "parts_ms_per_batch": part_ms, "loop_ms_per_batch": 1e3 * stage_s / (args.frames / args.batch),
                 "gpu_busy": busy["busy"], "gpu_streams_ms_per_batch": busy["streams"],
-                "gpu_kernels_ms_per_batch": busy["kernels"], "plans_bit_identical": plans_equal, "lock_holders": lock, "autotuned_fps": args.frames / tuned_s,
-                "cpu_decode_fps": args.frames / cpu_decode_s, "no_writes_fps": args.frames / no_writes_s, "no_cuda_graphs_fps": args.frames / no_graphs_s,
-                "process_on_default_stream_fps": args.frames / default_stream_s, "nvjpeg_probe": probe,
-                "cuda_graphs": graphed,
+                "gpu_kernels_ms_per_batch": busy["kernels"], "plans_bit_identical": plans_equal, "lock_holders": lock, "autotuned_fps": args.frames / other['tuned_s'],
+                "cpu_decode_fps": args.frames / other['cpu_decode_s'], "no_writes_fps": args.frames / no_writes_s, "no_cuda_graphs_fps": args.frames / other['no_graphs_s'],
+                "process_on_default_stream_fps": args.frames / other['default_stream_s'], "nvjpeg_probe": probe,
+                "cuda_graphs": other["graphed"],
                 "cpu_decode_vs_nvjpeg": agreement(RunFolder(folder / f"cpu-decode-{size}").shard_folder(0),
                                                   RunFolder(folder / f"stage-{size}").shard_folder(0)),
                 "cpus": len(os.sched_getaffinity(0)),
@@ -574,6 +590,9 @@ def agreement(naive_dir: Path, stage_dir: Path) -> dict[str, float]:
     """How far the stage's outputs are from the naive way's on the frames both processed (they differ by bf16 and
     by torch vs OpenCV resampling): median |keypoint difference| px and |depth_point difference| m."""
     points, depths, both = [], [], 0
+    if not stage_dir.is_dir():  # that run was left out (--main-only)
+        return {"frames_detected_by_both": 0, "median_keypoint_diff_px": float("nan"),
+                "median_depth_point_diff_m": float("nan")}
     for path in sorted(naive_dir.glob("*.npz")):
         with np.load(path, allow_pickle=False) as naive_npz, \
                 np.load(stage_dir / path.name, allow_pickle=False) as stage_npz:

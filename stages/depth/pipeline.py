@@ -53,10 +53,10 @@ class Models:
     process_stream: torch.cuda.Stream | None = None
 
     def __post_init__(self) -> None:
-        # Neither step runs on the legacy default stream: torchvision's nvJPEG decoder queues its work on a stream
-        # made with cudaStreamCreate, which waits for everything queued on the default stream (and the default
-        # stream for it). Pose and depth of batch N there would hold batch N+1's decoding back until they finish,
-        # and the two steps would take turns on the GPU instead of overlapping (docs/depth.md).
+        # Neither step runs on the legacy default stream: work a library queues on a blocking stream of its own
+        # (cudaStreamCreate, as torchvision's newer nvJPEG decoder does) waits for everything queued there, so pose
+        # and depth of batch N on it would hold batch N+1's decoding back. torchvision 0.26 does not wait
+        # (`benchmarks/depth_throughput.py` measures it); the two streams cost nothing either way.
         if self.device.type == "cuda":
             self.prepare_stream = self.prepare_stream or torch.cuda.Stream(self.device)
             self.process_stream = self.process_stream or torch.cuda.Stream(self.device)
