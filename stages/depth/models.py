@@ -25,7 +25,7 @@ from torch.utils._pytree import tree_map
 from shardprep.runtime.errors import ConfigError
 from shardprep.stages.depth.geometry import depth_input_size
 from shardprep.stages.depth.imageops import letterbox, resize_bicubic
-from shardprep.stages.depth.person_boxes import Overlaps, PersonDecoding, person_boxes
+from shardprep.stages.depth.person_boxes import PersonDecoding, person_boxes
 from shardprep.stages.depth.sampling import features_at
 
 log = logging.getLogger(__name__)
@@ -182,7 +182,6 @@ class Detector:
         self.model.to(memory_format=self.memory_format)
         self.network = BatchForward(self._network, batch_size, compile, "detector", "stage.detector.compile",
                                     cuda_graphs)
-        self.overlaps = Overlaps(compile)
 
     def _network(self, batch: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         with autocast(self.device, self.precision):
@@ -197,7 +196,7 @@ class Detector:
         batch = ((batch - self.mean) / self.std).contiguous(memory_format=self.memory_format)
         cls_scores, bbox_preds = self.network(batch)
         found = person_boxes(self.model.bbox_head, cls_scores, bbox_preds, [box.resized for box in boxes],
-                             self.decoding, self.overlaps)
+                             self.decoding)
         return [(box.boxes_to_image(xyxy.numpy()), scores.numpy()) for box, (xyxy, scores) in zip(boxes, found)]
 
 
