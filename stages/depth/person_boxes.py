@@ -8,15 +8,12 @@ class, so this module runs mmdet's same steps on that class alone, batched:
   per level: sigmoid score of the person channel, `score > score_thr`, the `nms_pre` best candidates;
   boxes: prior point -/+ the predicted distances (already in pixels), clipped to the resized, unpadded image,
          those not wider and taller than `min_bbox_size` dropped;
-  NMS per image, then the `max_per_img` best.
+  NMS per image (the image index as the class, by mmcv's `batched_nms` offset rule), then the `max_per_img` best.
 
 The boxes are those of mmdet's decoding restricted to persons; the one difference is that person candidates never
-lose a top-k or `max_per_img` place to another class.
-NMS is torchvision's (mmcv's op keeps Python's global lock while it waits for the GPU, which stalled every other
-thread of the worker), one call per image. One call over the whole batch with each image's boxes shifted past the
-others' (mmcv's `batched_nms` trick) computed the IoU of every pair of the batch's candidates and then walked all of
-them in one thread block: with many candidates (a random-weight detector), the stage's largest GPU cost
-(docs/depth.md). Per image, the pairs are as many times fewer as the batch has images.
+lose a top-k or `max_per_img` place to another class. The NMS is torchvision's: mmcv's op keeps Python's global
+lock while it waits for the GPU, which stalled every other thread of the worker (most of the lock's time in a
+profile of the stage).
 """
 
 from __future__ import annotations
@@ -26,7 +23,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torchvision.ops import nms
 
 from shardprep.runtime.errors import ConfigError
 
@@ -84,6 +80,7 @@ def person_boxes(head: Any, cls_scores: list[torch.Tensor], bbox_preds: list[tor
     cls_scores[level] (B, classes, H, W) logits and bbox_preds[level] (B, 4, H, W) distances, as the head's forward
     gives them; `resized[b]` is image b's (height, width) inside the padded input.
     """
+    batch = cls_scores[0].shape[0]
     sizes = [tuple(score.shape[-2:]) for score in cls_scores]
     priors = head.prior_generator.grid_priors(sizes, dtype=torch.float32, device=cls_scores[0].device)
     level_scores, level_boxes = [], []
@@ -102,13 +99,30 @@ def person_boxes(head: Any, cls_scores: list[torch.Tensor], bbox_preds: list[tor
     valid = scores > decoding.score_thr
     if decoding.min_bbox_size >= 0:  # e.g. candidates whose box lies in the padding, clipped to nothing
         valid &= (boxes[..., 2:] - boxes[..., :2] > decoding.min_bbox_size).all(dim=-1)
-    image, candidate = torch.nonzero(valid, as_tuple=True)  # image by image
-    counts = valid.sum(dim=1).tolist()
+    image, candidate = torch.nonzero(valid, as_tuple=True)
+    out: list[tuple[torch.Tensor, torch.Tensor]] = [(boxes.new_zeros((0, 4)), scores.new_zeros(0))] * batch
+    if image.numel() == 0:
+        return out
     boxes, scores = boxes[image, candidate], scores[image, candidate]
-    kept, start = [], 0
-    for count in counts:
-        survivors = nms(boxes[start:start + count], scores[start:start + count], decoding.iou_threshold)
-        kept.append(survivors[:decoding.max_per_img] + start)
+    order = _nms_per_image(boxes, scores, image, decoding.iou_threshold)
+    kept, owner = torch.cat([boxes[order], scores[order, None]], dim=1), image[order]
+    # The survivors of all images come by descending score; a stable sort by image keeps that order.
+    owner, by_image = torch.sort(owner, stable=True)
+    kept, owner = kept[by_image].cpu(), owner.cpu()
+    counts = torch.bincount(owner, minlength=batch).tolist()
+    start = 0
+    for b, count in enumerate(counts):
+        rows = kept[start:start + min(count, decoding.max_per_img)]
+        out[b] = (rows[:, :4], rows[:, 4])
         start += count
-    rows = torch.cat([boxes, scores[:, None]], dim=1)[torch.cat(kept)].cpu()  # image by image, each best first
-    return [(part[:, :4], part[:, 4]) for part in rows.split([len(survivors) for survivors in kept])]
+    return out
+
+
+def _nms_per_image(boxes: torch.Tensor, scores: torch.Tensor, image: torch.Tensor, iou_threshold: float,
+                   ) -> torch.Tensor:
+    """Indices of the boxes that survive NMS within their image, by descending score: one NMS over all images, each
+    image's boxes shifted past the others' (mmcv's `batched_nms` rule, so no two images' boxes overlap)."""
+    from torchvision.ops import nms
+
+    offsets = image.to(boxes) * (boxes.max() + 1)
+    return nms(boxes + offsets[:, None], scores, iou_threshold)
