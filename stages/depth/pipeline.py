@@ -54,9 +54,9 @@ class Models:
 
     def __post_init__(self) -> None:
         # Neither step runs on the legacy default stream: work a library queues on a blocking stream of its own
-        # (cudaStreamCreate, as torchvision's newer nvJPEG decoder does) waits for everything queued there, so pose
-        # and depth of batch N on it would hold batch N+1's decoding back. torchvision 0.26 does not wait
-        # (`benchmarks/depth_throughput.py` measures it); the two streams cost nothing either way.
+        # (cudaStreamCreate, as torchvision's stable-ABI nvJPEG decoder does) waits for everything queued there, so
+        # pose and depth of batch N there would hold batch N+1's decoding back. torchvision 0.26's decoder does not
+        # wait (the benchmark's nvJPEG probe); with two streams of our own it does not matter which one is installed.
         if self.device.type == "cuda":
             self.prepare_stream = self.prepare_stream or torch.cuda.Stream(self.device)
             self.process_stream = self.process_stream or torch.cuda.Stream(self.device)
