@@ -550,8 +550,8 @@ def main() -> None:
             f"{name} {ms:.1f}" for name, ms in row["parts_ms_per_batch"].items()) +
             f"; loop {row['loop_ms_per_batch']:.1f}; GPU busy {100 * row['gpu_busy']:.0f}% of the loop; without "
             f"checkpoint writes {row['no_writes_fps']:.1f} f/s")
-        print(f"{'':>6} GPU activity per stream, ms per batch: " + ", ".join(
-            f"{name} {ms:.1f}" for name, ms in row["gpu_streams_ms_per_batch"].items()))
+        print(f"{'':>6} GPU activity per stream, ms per batch (streams under 0.5 ms left out): " + ", ".join(
+            f"{name} {ms:.1f}" for name, ms in row["gpu_streams_ms_per_batch"].items() if ms >= 0.5))
         print(f"{'':>6} longest kernels, ms per batch: " + ", ".join(
             f"{name} {ms:.1f}" for name, ms in row["gpu_kernels_ms_per_batch"].items()))
         print(f"{'':>6} process step on the legacy default stream (as before): "
