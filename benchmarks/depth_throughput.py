@@ -502,9 +502,9 @@ def main() -> None:
                 same_bytes_across_plans(stage, dataset, items[:6 * args.batch], folder / f"plans-{size}")
             lock = lock_holders(stage, dataset, items, folder / f"lock-{size}", args.lock_profile / f"{size}-lock.txt") \
                 if args.lock_profile else {}
-            skipped = {"cpu_decode_s": float("nan"), "default_stream_s": float("nan"), "no_graphs_s": float("nan"),
-                       "tuned_s": float("nan"), "graphed": [network.cuda_graphs for network in networks(stage)]}
-            other = skipped if args.main_only else variants(stage, dataset, items, folder, size, args)
+            other = variants(stage, dataset, items, folder, size, args) if not args.main_only else {
+                **dict.fromkeys(("cpu_decode_s", "default_stream_s", "no_graphs_s", "tuned_s"), float("nan")),
+                "graphed": [network.cuda_graphs for network in networks(stage)]}
             del stage
             naive_fps, stage_fps = args.naive_frames / naive_s, args.frames / stage_s
             naive_dir = folder / f"naive-{size}"
