@@ -8,12 +8,13 @@ class, so this module runs mmdet's same steps on that class alone, batched:
   per level: sigmoid score of the person channel, `score > score_thr`, the `nms_pre` best candidates;
   boxes: prior point -/+ the predicted distances (already in pixels), clipped to the resized, unpadded image,
          those not wider and taller than `min_bbox_size` dropped;
-  NMS per image (the image index as the class, by mmcv's `batched_nms` offset rule), then the `max_per_img` best.
+  NMS per image, of which the `max_per_img` best survivors.
 
 The boxes are those of mmdet's decoding restricted to persons; the one difference is that person candidates never
-lose a top-k or `max_per_img` place to another class. The NMS is torchvision's: mmcv's op keeps Python's global
-lock while it waits for the GPU, which stalled every other thread of the worker (most of the lock's time in a
-profile of the stage).
+lose a top-k or `max_per_img` place to another class. The NMS is batched tensor ops that stop at `max_per_img`
+survivors (`first_survivors`): mmcv's op keeps Python's global lock while it waits for the GPU, which stalled every
+other thread of the worker, and both mmcv's and torchvision's walk every candidate in one thread block, the stage's
+largest GPU cost with an untrained detector's thousands of candidates an image (docs/depth.md).
 """
 
 from __future__ import annotations
@@ -80,7 +81,6 @@ def person_boxes(head: Any, cls_scores: list[torch.Tensor], bbox_preds: list[tor
     cls_scores[level] (B, classes, H, W) logits and bbox_preds[level] (B, 4, H, W) distances, as the head's forward
     gives them; `resized[b]` is image b's (height, width) inside the padded input.
     """
-    batch = cls_scores[0].shape[0]
     sizes = [tuple(score.shape[-2:]) for score in cls_scores]
     priors = head.prior_generator.grid_priors(sizes, dtype=torch.float32, device=cls_scores[0].device)
     level_scores, level_boxes = [], []
@@ -99,30 +99,70 @@ def person_boxes(head: Any, cls_scores: list[torch.Tensor], bbox_preds: list[tor
     valid = scores > decoding.score_thr
     if decoding.min_bbox_size >= 0:  # e.g. candidates whose box lies in the padding, clipped to nothing
         valid &= (boxes[..., 2:] - boxes[..., :2] > decoding.min_bbox_size).all(dim=-1)
-    image, candidate = torch.nonzero(valid, as_tuple=True)
-    out: list[tuple[torch.Tensor, torch.Tensor]] = [(boxes.new_zeros((0, 4)), scores.new_zeros(0))] * batch
-    if image.numel() == 0:
-        return out
-    boxes, scores = boxes[image, candidate], scores[image, candidate]
-    order = _nms_per_image(boxes, scores, image, decoding.iou_threshold)
-    kept, owner = torch.cat([boxes[order], scores[order, None]], dim=1), image[order]
-    # The survivors of all images come by descending score; a stable sort by image keeps that order.
-    owner, by_image = torch.sort(owner, stable=True)
-    kept, owner = kept[by_image].cpu(), owner.cpu()
-    counts = torch.bincount(owner, minlength=batch).tolist()
-    start = 0
-    for b, count in enumerate(counts):
-        rows = kept[start:start + min(count, decoding.max_per_img)]
-        out[b] = (rows[:, :4], rows[:, 4])
-        start += count
-    return out
+    # Each image's candidates by descending score (ties in candidate order), the valid ones first.
+    scores, order = scores.masked_fill(~valid, -1.0).sort(dim=1, descending=True, stable=True)
+    boxes = torch.gather(boxes, 1, order[..., None].expand(-1, -1, 4))
+    valid = torch.gather(valid, 1, order)
+    count = int(valid.sum(dim=1).max())
+    boxes, scores, valid = boxes[:, :count], scores[:, :count], valid[:, :count]
+    kept = first_survivors(boxes, valid, decoding.iou_threshold, decoding.max_per_img)
+    rows = torch.cat([boxes, scores[..., None]], dim=-1)[kept].cpu()  # image by image, each best first
+    return [(part[:, :4], part[:, 4]) for part in rows.split(kept.sum(dim=1).tolist())]
 
 
-def _nms_per_image(boxes: torch.Tensor, scores: torch.Tensor, image: torch.Tensor, iou_threshold: float,
-                   ) -> torch.Tensor:
-    """Indices of the boxes that survive NMS within their image, by descending score: one NMS over all images, each
-    image's boxes shifted past the others' (mmcv's `batched_nms` rule, so no two images' boxes overlap)."""
-    from torchvision.ops import nms
+def first_survivors(boxes: torch.Tensor, valid: torch.Tensor, iou_threshold: float, limit: int,
+                    block: int = 64) -> torch.Tensor:
+    """(B, N) bool: in each image, the first `limit` boxes that greedy NMS keeps. boxes (B, N, 4) xyxy, each
+    image's by descending score; `valid` (B, N) the candidates (the others are neither kept nor suppress).
 
-    offsets = image.to(boxes) * (boxes.max() + 1)
-    return nms(boxes + offsets[:, None], scores, iou_threshold)
+    Greedy NMS keeps a box iff no kept box before it overlaps it. The walk decides `block` boxes of every image at
+    once: the first boxes that are still open (neither decided nor overlapped by a survivor). Among them, starting
+    from all kept, each round re-decides every box from the previous round's choice; the first k are right after k
+    rounds, so the rounds reach greedy NMS's one answer and stop when a round changes nothing (Cluster-NMS, Zheng
+    et al. 2021). The new survivors then close every box they overlap. The walk ends when every image has `limit`
+    survivors or no open boxes: a few blocks, where torchvision's and mmcv's NMS compute every pair of candidates
+    and walk all of them in one thread block.
+    """
+    batch, count = valid.shape
+    position = torch.arange(count, device=valid.device)
+    open_, kept = valid.clone(), torch.zeros_like(valid)
+    found = torch.zeros(batch, dtype=torch.long, device=valid.device)
+    while True:
+        # The first `block` open boxes of each image that still needs survivors, in order; `count` pads.
+        first = torch.where(open_ & (found < limit)[:, None], position, count)
+        first = first.topk(min(block, count), dim=1, largest=False).values.sort(dim=1).values
+        taken = first < count
+        if not bool(taken.any()):
+            return kept & (kept.cumsum(dim=1) <= limit)
+        candidates = torch.gather(boxes, 1, first.clamp(max=count - 1)[..., None].expand(-1, -1, 4))
+        inside = _overlaps(candidates, candidates, iou_threshold).triu_(diagonal=1)
+        chosen = taken
+        while True:
+            again = taken & ~(inside & chosen[:, :, None]).any(dim=1)
+            if torch.equal(again, chosen):
+                break
+            chosen = again
+        kept |= _spread(chosen, first, count)
+        open_ &= ~_spread(taken, first, count)
+        open_ &= ~(_overlaps(candidates, boxes, iou_threshold) & chosen[:, :, None]).any(dim=1)
+        found += chosen.sum(dim=1)
+
+
+def _spread(values: torch.Tensor, index: torch.Tensor, count: int) -> torch.Tensor:
+    """(B, count) bool: values[b, k] at index[b, k], False elsewhere; index == count (padding) is dropped (padding
+    repeats one index, so it gets a column of its own: scattered values never collide)."""
+    spread = values.new_zeros((values.shape[0], count + 1))
+    return spread.scatter_(1, index, values)[:, :count]
+
+
+def _overlaps(first: torch.Tensor, second: torch.Tensor, iou_threshold: float) -> torch.Tensor:
+    """(B, M, N) bool: IoU of first[:, m] and second[:, n] above the threshold, computed as torchvision's and mmcv's
+    NMS kernels do (intersection over the sum of the areas less the intersection, no +1 pixel offset)."""
+    def area(boxes: torch.Tensor) -> torch.Tensor:
+        return (boxes[..., 2] - boxes[..., 0]) * (boxes[..., 3] - boxes[..., 1])
+
+    low = torch.maximum(first[:, :, None, :2], second[:, None, :, :2])
+    high = torch.minimum(first[:, :, None, 2:], second[:, None, :, 2:])
+    size = (high - low).clamp(min=0)
+    inter = size[..., 0] * size[..., 1]
+    return inter / (area(first)[:, :, None] + area(second)[:, None, :] - inter) > iou_threshold
