@@ -41,3 +41,8 @@ def test_first_survivors_are_torchvisions_nms_survivors(limit: int, block: int):
         expected = candidates[nms(boxes[image, candidates], scores[image, candidates], threshold)][:limit]
         assert kept[image].nonzero()[:, 0].tolist() == expected.tolist()
     assert kept[:2].sum() > 0 and not kept[2].any()
+
+
+def test_a_batch_without_candidates_keeps_nothing():
+    kept = first_survivors(torch.zeros(3, 0, 4), torch.zeros(3, 0, dtype=torch.bool), 0.5, 100)
+    assert kept.shape == (3, 0)
