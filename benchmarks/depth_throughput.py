@@ -414,10 +414,11 @@ def same_bytes_across_plans(stage, dataset: MMPoseDataset, items, folder: Path) 
     return True
 
 
-def variants(stage, dataset: MMPoseDataset, items, folder: Path, size: str, args: argparse.Namespace) -> dict:
+def variants(stage, dataset: MMPoseDataset, items, folder: Path, size: str, args: argparse.Namespace,
+             graphed: list[bool]) -> dict[str, float]:
     """Seconds of the loop on `items` under other settings, same models (stage.decode=cpu, the process step on the
-    default stream, no CUDA graphs, autotuned), which CUDA graphs were captured, and the fp32 eager stage's run
-    on the naive frames (its files under `folder`, for `agreement`)."""
+    default stream, no CUDA graphs, autotuned; `graphed`: each network's CUDA-graph setting, restored after), and
+    the fp32 eager stage's run on the naive frames (its files under `folder`, for `agreement`)."""
     # The same models with frames decoded on the CPU in the read-ahead threads (stage.decode=cpu).
     stage.decode = "cpu"
     cpu_decode_s = staged(stage, dataset, items, folder / f"cpu-decode-{size}")
@@ -428,7 +429,6 @@ def variants(stage, dataset: MMPoseDataset, items, folder: Path, size: str, args
     default_stream_s = staged(stage, dataset, items, folder / f"default-stream-{size}")
     stage.models.process_stream = process_stream
     # The same, compiled but not replayed as CUDA graphs (stage.cuda_graphs=false): what the graphs give.
-    graphed = [network.cuda_graphs for network in networks(stage)]
     for network in networks(stage):
         network.cuda_graphs = False
     no_graphs_s = staged(stage, dataset, items, folder / f"no-graphs-{size}")
@@ -448,7 +448,7 @@ def variants(stage, dataset: MMPoseDataset, items, folder: Path, size: str, args
     staged(check, dataset, items[:args.naive_frames], folder / f"fp32-{size}")
     del check
     return {"cpu_decode_s": cpu_decode_s, "default_stream_s": default_stream_s, "no_graphs_s": no_graphs_s,
-            "tuned_s": tuned_s, "graphed": graphed}
+            "tuned_s": tuned_s}
 
 
 def main() -> None:
@@ -502,9 +502,9 @@ def main() -> None:
                 same_bytes_across_plans(stage, dataset, items[:6 * args.batch], folder / f"plans-{size}")
             lock = lock_holders(stage, dataset, items, folder / f"lock-{size}", args.lock_profile / f"{size}-lock.txt") \
                 if args.lock_profile else {}
-            other = variants(stage, dataset, items, folder, size, args) if not args.main_only else {
-                **dict.fromkeys(("cpu_decode_s", "default_stream_s", "no_graphs_s", "tuned_s"), float("nan")),
-                "graphed": [network.cuda_graphs for network in networks(stage)]}
+            graphed = [network.cuda_graphs for network in networks(stage)]
+            other = dict.fromkeys(("cpu_decode_s", "default_stream_s", "no_graphs_s", "tuned_s"), float("nan")) \
+                if args.main_only else variants(stage, dataset, items, folder, size, args, graphed)
             del stage
             naive_fps, stage_fps = args.naive_frames / naive_s, args.frames / stage_s
             naive_dir = folder / f"naive-{size}"
@@ -519,10 +519,12 @@ def main() -> None:
                 "fp32": agreement(naive_dir, RunFolder(folder / f"fp32-{size}").shard_folder(0)),
                 "parts_ms_per_batch": part_ms, "loop_ms_per_batch": 1e3 * stage_s / (args.frames / args.batch),
                 "gpu_busy": busy["busy"], "gpu_streams_ms_per_batch": busy["streams"],
-                "gpu_kernels_ms_per_batch": busy["kernels"], "plans_bit_identical": plans_equal, "lock_holders": lock, "autotuned_fps": args.frames / other['tuned_s'],
-                "cpu_decode_fps": args.frames / other['cpu_decode_s'], "no_writes_fps": args.frames / no_writes_s, "no_cuda_graphs_fps": args.frames / other['no_graphs_s'],
-                "process_on_default_stream_fps": args.frames / other['default_stream_s'], "nvjpeg_probe": probe,
-                "cuda_graphs": other["graphed"],
+                "gpu_kernels_ms_per_batch": busy["kernels"], "plans_bit_identical": plans_equal,
+                "lock_holders": lock, "no_writes_fps": args.frames / no_writes_s,
+                "autotuned_fps": args.frames / other["tuned_s"], "cpu_decode_fps": args.frames / other["cpu_decode_s"],
+                "no_cuda_graphs_fps": args.frames / other["no_graphs_s"],
+                "process_on_default_stream_fps": args.frames / other["default_stream_s"], "nvjpeg_probe": probe,
+                "cuda_graphs": graphed,
                 "cpu_decode_vs_nvjpeg": agreement(RunFolder(folder / f"cpu-decode-{size}").shard_folder(0),
                                                   RunFolder(folder / f"stage-{size}").shard_folder(0)),
                 "cpus": len(os.sched_getaffinity(0)),

@@ -96,7 +96,7 @@ def decode_rgb(source: Path | IO[bytes], name: str | Path) -> np.ndarray:
                 raise ValueError(f"image {name} has mode {image.mode!r} (32-bit {'float' if image.mode == 'F' else 'int'}"
                                  "): its intensity range is unknown; convert it to 8- or 16-bit")
             return np.array(image.convert("RGB"))  # writable: tensors made from it need no copy or warning
-    except FileNotFoundError:
+    except FileNotFoundError:  # an OSError, but not a bad image: the caller says where to look
         raise
     except (UnidentifiedImageError, OSError) as error:
         raise ValueError(f"cannot decode image {name}: {error} (re-extract or replace this frame)") from None

@@ -130,7 +130,7 @@ def first_survivors(boxes: torch.Tensor, valid: torch.Tensor, iou_threshold: flo
     while True:
         # The first `block` open boxes of each image that still needs survivors, in order; `count` pads.
         first = torch.where(open_ & (found < limit)[:, None], position, count)
-        first = first.topk(min(block, count), dim=1, largest=False).values.sort(dim=1).values
+        first = first.topk(min(block, count), dim=1, largest=False).values  # ascending
         taken = first < count
         if not bool(taken.any()):
             return kept & (kept.cumsum(dim=1) <= limit)
