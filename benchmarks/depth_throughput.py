@@ -317,6 +317,29 @@ def gpu_busy(stage, dataset: MMPoseDataset, items, run_dir: Path) -> dict:
     }
 
 
+def timeline(stage, dataset: MMPoseDataset, items, run_dir: Path, path: Path) -> None:
+    """The loop on `items` under the torch profiler with Python stacks, as a gzipped Chrome trace at `path` (open it
+    in Perfetto): each thread's Python calls and CUDA API calls, each stream's kernels and copies, on one time axis,
+    to see what the host does while the GPU waits."""
+    import gzip
+    import shutil
+
+    from torch.profiler import ProfilerActivity, profile
+
+    # Every thread (the loop's threads start after the profiler; by default only the starting thread is
+    # recorded), and the CUDA synchronisations that make a thread wait for a stream.
+    threads = torch._C._profiler._ExperimentalConfig(profile_all_threads=True, enable_cuda_sync_events=True)
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA], with_stack=True,
+                 experimental_config=threads) as prof:
+        staged(stage, dataset, items, run_dir)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    plain = path.with_suffix("")
+    prof.export_chrome_trace(str(plain))
+    with plain.open("rb") as source, gzip.open(path, "wb") as target:
+        shutil.copyfileobj(source, target)
+    plain.unlink()
+
+
 def union_ns(spans: list[tuple[int, int]]) -> int:
     """Length of the union of [begin, end) intervals."""
     total, start, end = 0, 0, None
@@ -464,6 +487,9 @@ def main() -> None:
     parser.add_argument("--main-only", action="store_true",
                         help="only the naive and stage rates, the parts, GPU busy and the depth model alone (e.g. for "
                              "a second CPU count): no runs under other settings, no shard-plan or fp32 comparison")
+    parser.add_argument("--trace", type=Path, metavar="DIR",
+                        help="also write a timeline of the loop over 8 batches (torch profiler with Python stacks) "
+                             "to DIR/<model>-trace.json.gz")
     parser.add_argument("--lock-profile", type=Path, metavar="DIR",
                         help="also run the loop once under py-spy (pip install py-spy) and report which threads hold "
                              "Python's global lock; its raw stacks go to DIR/<model>-lock.txt")
@@ -477,7 +503,7 @@ def main() -> None:
         dataset = make_frames(folder, args.frames)
         items = dataset.items()
         peak = matmul_peak(device)
-        first_frame = folder / "images" / "bench" / "frame_000000.jpg"
+        first_frame = dataset.image_path(str(dataset.arrays["imgname"][0]))
         probe = nvjpeg_behind_default_stream(first_frame, device) if device.type == "cuda" else {}
         for size in args.depth:
             stage = build_stage(stage_config(folder, size, args, "bf16", "auto"))
@@ -498,6 +524,9 @@ def main() -> None:
             part_ms = parts(stage, dataset, items, args.batch, folder / f"parts-{size}")
             # Over 32 batches: on fewer, the loop's fill and drain (one step running alone) weigh on the figure.
             busy = gpu_busy(stage, dataset, items[:32 * args.batch], folder / f"busy-{size}")
+            if args.trace:
+                timeline(stage, dataset, items[:8 * args.batch], folder / f"trace-{size}",
+                         args.trace / f"{size}-trace.json.gz")
             plans_equal = None if args.main_only else \
                 same_bytes_across_plans(stage, dataset, items[:6 * args.batch], folder / f"plans-{size}")
             lock = lock_holders(stage, dataset, items, folder / f"lock-{size}", args.lock_profile / f"{size}-lock.txt") \

@@ -92,16 +92,19 @@ def test_simcc_maxima_equal_mmposes_codec() -> None:
     assert keypoints[0, 0].tolist() == [-0.5, -0.5] and keypoints[1, 2, 1] == 3.5
 
 
-def test_jpeg_bytes_the_gpu_refuses_decode_on_the_cpu_like_the_file(tmp_path: Path):
-    """decode_rgb (the CPU fallback for bytes nvJPEG refuses) gives the pixels `read_rgb` gives for the same file, and
-    a torn file's bytes a ValueError that names it."""
+def test_jpeg_bytes_the_gpu_refuses_decode_on_the_cpu_like_pillow(tmp_path: Path):
+    """decode_rgb (the CPU fallback for bytes nvJPEG refuses) gives Pillow's own RGB pixels of the file, from its
+    bytes as from its path, and a torn file's bytes a ValueError that names it."""
     import io
 
-    from shardprep.datasets.mmpose_npz import decode_rgb, read_rgb
+    from shardprep.datasets.mmpose_npz import decode_rgb
 
     path = tmp_path / "frame.jpg"
     Image.fromarray(np.random.default_rng(0).integers(0, 256, (40, 60, 3), dtype=np.uint8)).save(path, quality=90)
     data = path.read_bytes()
-    np.testing.assert_array_equal(decode_rgb(io.BytesIO(data), path), read_rgb(path))
+    with Image.open(path) as image:
+        pillow = np.asarray(image.convert("RGB"))
+    np.testing.assert_array_equal(decode_rgb(io.BytesIO(data), path), pillow)
+    np.testing.assert_array_equal(decode_rgb(path, path), pillow)
     with pytest.raises(ValueError, match="cannot decode image torn.jpg"):
         decode_rgb(io.BytesIO(data[:20]), "torn.jpg")
