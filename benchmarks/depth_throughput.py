@@ -440,7 +440,8 @@ def same_bytes_across_plans(stage, dataset: MMPoseDataset, items, folder: Path) 
 def variants(stage, dataset: MMPoseDataset, items, folder: Path, size: str, args: argparse.Namespace,
              graphed: list[bool]) -> dict[str, float]:
     """Seconds of the loop on `items` under other settings, same models (stage.decode=cpu, the process step on the
-    default stream, no CUDA graphs, autotuned; `graphed`: each network's CUDA-graph setting, restored after), and
+    default stream, either step's stream at a higher priority, no CUDA graphs, autotuned; `graphed`: each network's
+    CUDA-graph setting, restored after), and
     the fp32 eager stage's run on the naive frames (its files under `folder`, for `agreement`)."""
     # The same models with frames decoded on the CPU in the read-ahead threads (stage.decode=cpu).
     stage.decode = "cpu"
@@ -451,6 +452,14 @@ def variants(stage, dataset: MMPoseDataset, items, folder: Path, size: str, args
     process_stream, stage.models.process_stream = stage.models.process_stream, None
     default_stream_s = staged(stage, dataset, items, folder / f"default-stream-{size}")
     stage.models.process_stream = process_stream
+    # The same with one step's stream at a higher priority than the other's: the GPU then runs the queued blocks of
+    # that stream's kernels first, and the other stream's fill the rest.
+    first = {"prepare_first_s": float("nan"), "process_first_s": float("nan")}
+    for step in ("prepare", "process") if stage.models.device.type == "cuda" else ():
+        saved = getattr(stage.models, f"{step}_stream")
+        setattr(stage.models, f"{step}_stream", torch.cuda.Stream(stage.models.device, priority=-1))
+        first[f"{step}_first_s"] = staged(stage, dataset, items, folder / f"{step}-first-{size}")
+        setattr(stage.models, f"{step}_stream", saved)
     # The same, compiled but not replayed as CUDA graphs (stage.cuda_graphs=false): what the graphs give.
     for network in networks(stage):
         network.cuda_graphs = False
@@ -471,7 +480,7 @@ def variants(stage, dataset: MMPoseDataset, items, folder: Path, size: str, args
     staged(check, dataset, items[:args.naive_frames], folder / f"fp32-{size}")
     del check
     return {"cpu_decode_s": cpu_decode_s, "default_stream_s": default_stream_s, "no_graphs_s": no_graphs_s,
-            "tuned_s": tuned_s}
+            "tuned_s": tuned_s, **first}
 
 
 def main() -> None:
@@ -532,7 +541,8 @@ def main() -> None:
             lock = lock_holders(stage, dataset, items, folder / f"lock-{size}", args.lock_profile / f"{size}-lock.txt") \
                 if args.lock_profile else {}
             graphed = [network.cuda_graphs for network in networks(stage)]
-            other = dict.fromkeys(("cpu_decode_s", "default_stream_s", "no_graphs_s", "tuned_s"), float("nan")) \
+            other = dict.fromkeys(("cpu_decode_s", "default_stream_s", "no_graphs_s", "tuned_s", "prepare_first_s",
+                                   "process_first_s"), float("nan")) \
                 if args.main_only else variants(stage, dataset, items, folder, size, args, graphed)
             del stage
             naive_fps, stage_fps = args.naive_frames / naive_s, args.frames / stage_s
@@ -553,6 +563,8 @@ def main() -> None:
                 "autotuned_fps": args.frames / other["tuned_s"], "cpu_decode_fps": args.frames / other["cpu_decode_s"],
                 "no_cuda_graphs_fps": args.frames / other["no_graphs_s"],
                 "process_on_default_stream_fps": args.frames / other["default_stream_s"], "nvjpeg_probe": probe,
+                "prepare_stream_first_fps": args.frames / other["prepare_first_s"],
+                "process_stream_first_fps": args.frames / other["process_first_s"],
                 "cuda_graphs": graphed,
                 "cpu_decode_vs_nvjpeg": agreement(RunFolder(folder / f"cpu-decode-{size}").shard_folder(0),
                                                   RunFolder(folder / f"stage-{size}").shard_folder(0)),
@@ -586,7 +598,9 @@ def main() -> None:
         print(f"{'':>6} longest kernels, ms per batch: " + ", ".join(
             f"{name} {ms:.1f}" for name, ms in row["gpu_kernels_ms_per_batch"].items()))
         print(f"{'':>6} process step on the legacy default stream (as before): "
-              f"{row['process_on_default_stream_fps']:.1f} f/s")
+              f"{row['process_on_default_stream_fps']:.1f} f/s; prepare stream at a higher priority "
+              f"{row['prepare_stream_first_fps']:.1f} f/s, process stream at a higher priority "
+              f"{row['process_stream_first_fps']:.1f} f/s")
         if row["lock_holders"]:
             threads, functions = row["lock_holders"]["threads"], row["lock_holders"]["functions"]
             print(f"{'':>6} Python's lock held in ~{100 * row['lock_holders']['held']:.0f}% of the loop; by thread: "
