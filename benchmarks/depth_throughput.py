@@ -440,8 +440,7 @@ def same_bytes_across_plans(stage, dataset: MMPoseDataset, items, folder: Path) 
 def variants(stage, dataset: MMPoseDataset, items, folder: Path, size: str, args: argparse.Namespace,
              graphed: list[bool]) -> dict[str, float]:
     """Seconds of the loop on `items` under other settings, same models (stage.decode=cpu, the process step on the
-    default stream, either step's stream at a higher priority, no CUDA graphs, autotuned; `graphed`: each network's
-    CUDA-graph setting, restored after), and
+    default stream, no CUDA graphs, autotuned; `graphed`: each network's CUDA-graph setting, restored after), and
     the fp32 eager stage's run on the naive frames (its files under `folder`, for `agreement`)."""
     # The same models with frames decoded on the CPU in the read-ahead threads (stage.decode=cpu).
     stage.decode = "cpu"
@@ -452,14 +451,6 @@ def variants(stage, dataset: MMPoseDataset, items, folder: Path, size: str, args
     process_stream, stage.models.process_stream = stage.models.process_stream, None
     default_stream_s = staged(stage, dataset, items, folder / f"default-stream-{size}")
     stage.models.process_stream = process_stream
-    # The same with one step's stream at a higher priority than the other's: the GPU then runs the queued blocks of
-    # that stream's kernels first, and the other stream's fill the rest.
-    first = {"prepare_first_s": float("nan"), "process_first_s": float("nan")}
-    for step in ("prepare", "process") if stage.models.device.type == "cuda" else ():
-        saved = getattr(stage.models, f"{step}_stream")
-        setattr(stage.models, f"{step}_stream", torch.cuda.Stream(stage.models.device, priority=-1))
-        first[f"{step}_first_s"] = staged(stage, dataset, items, folder / f"{step}-first-{size}")
-        setattr(stage.models, f"{step}_stream", saved)
     # The same, compiled but not replayed as CUDA graphs (stage.cuda_graphs=false): what the graphs give.
     for network in networks(stage):
         network.cuda_graphs = False
@@ -480,7 +471,19 @@ def variants(stage, dataset: MMPoseDataset, items, folder: Path, size: str, args
     staged(check, dataset, items[:args.naive_frames], folder / f"fp32-{size}")
     del check
     return {"cpu_decode_s": cpu_decode_s, "default_stream_s": default_stream_s, "no_graphs_s": no_graphs_s,
-            "tuned_s": tuned_s, **first}
+            "tuned_s": tuned_s}
+
+
+def stream_priorities(stage, dataset: MMPoseDataset, items, folder: Path, size: str) -> dict[str, float]:
+    """Seconds of the loop on `items` with either step's stream at a higher priority than the other's: the GPU then
+    runs the queued blocks of that stream's kernels first, and the other stream's fill the rest (NaN on the CPU)."""
+    seconds = {"prepare_first_s": float("nan"), "process_first_s": float("nan")}
+    for step in ("prepare", "process") if stage.models.device.type == "cuda" else ():
+        saved = getattr(stage.models, f"{step}_stream")
+        setattr(stage.models, f"{step}_stream", torch.cuda.Stream(stage.models.device, priority=-1))
+        seconds[f"{step}_first_s"] = staged(stage, dataset, items, folder / f"{step}-first-{size}")
+        setattr(stage.models, f"{step}_stream", saved)
+    return seconds
 
 
 def main() -> None:
@@ -494,8 +497,9 @@ def main() -> None:
     parser.add_argument("--device", default="cuda", help="cuda (the measurement) or cpu (a smoke run of the script)")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     parser.add_argument("--main-only", action="store_true",
-                        help="only the naive and stage rates, the parts, GPU busy and the depth model alone (e.g. for "
-                             "a second CPU count): no runs under other settings, no shard-plan or fp32 comparison")
+                        help="only the naive and stage rates, the parts, GPU busy, stream priorities and the depth "
+                             "model alone (e.g. for a second CPU count): no runs under other settings, no shard-plan or "
+                             "fp32 comparison")
     parser.add_argument("--trace", type=Path, metavar="DIR",
                         help="also write a timeline of the loop over 8 batches (torch profiler with Python stacks) "
                              "to DIR/<model>-trace.json.gz")
@@ -541,8 +545,8 @@ def main() -> None:
             lock = lock_holders(stage, dataset, items, folder / f"lock-{size}", args.lock_profile / f"{size}-lock.txt") \
                 if args.lock_profile else {}
             graphed = [network.cuda_graphs for network in networks(stage)]
-            other = dict.fromkeys(("cpu_decode_s", "default_stream_s", "no_graphs_s", "tuned_s", "prepare_first_s",
-                                   "process_first_s"), float("nan")) \
+            first = stream_priorities(stage, dataset, items, folder, size)
+            other = dict.fromkeys(("cpu_decode_s", "default_stream_s", "no_graphs_s", "tuned_s"), float("nan")) \
                 if args.main_only else variants(stage, dataset, items, folder, size, args, graphed)
             del stage
             naive_fps, stage_fps = args.naive_frames / naive_s, args.frames / stage_s
@@ -563,8 +567,8 @@ def main() -> None:
                 "autotuned_fps": args.frames / other["tuned_s"], "cpu_decode_fps": args.frames / other["cpu_decode_s"],
                 "no_cuda_graphs_fps": args.frames / other["no_graphs_s"],
                 "process_on_default_stream_fps": args.frames / other["default_stream_s"], "nvjpeg_probe": probe,
-                "prepare_stream_first_fps": args.frames / other["prepare_first_s"],
-                "process_stream_first_fps": args.frames / other["process_first_s"],
+                "prepare_stream_first_fps": args.frames / first["prepare_first_s"],
+                "process_stream_first_fps": args.frames / first["process_first_s"],
                 "cuda_graphs": graphed,
                 "cpu_decode_vs_nvjpeg": agreement(RunFolder(folder / f"cpu-decode-{size}").shard_folder(0),
                                                   RunFolder(folder / f"stage-{size}").shard_folder(0)),
