@@ -502,7 +502,7 @@ def main() -> None:
                              "fp32 comparison")
     parser.add_argument("--trace", type=Path, metavar="DIR",
                         help="also write a timeline of the loop over 8 batches (torch profiler with Python stacks) "
-                             "to DIR/<model>-trace.json.gz")
+                             "to DIR/<model>-trace.json.gz (summed up by benchmarks/trace_idle.py)")
     parser.add_argument("--lock-profile", type=Path, metavar="DIR",
                         help="also run the loop once under py-spy (pip install py-spy) and report which threads hold "
                              "Python's global lock; its raw stacks go to DIR/<model>-lock.txt")
