@@ -318,9 +318,10 @@ def gpu_busy(stage, dataset: MMPoseDataset, items, run_dir: Path) -> dict:
 
 
 def timeline(stage, dataset: MMPoseDataset, items, run_dir: Path, path: Path) -> None:
-    """The loop on `items` under the torch profiler with Python stacks, as a gzipped Chrome trace at `path` (open it
-    in Perfetto): each thread's Python calls and CUDA API calls, each stream's kernels and copies, on one time axis,
-    to see what the host does while the GPU waits."""
+    """The loop on `items` under the torch profiler, as a gzipped Chrome trace at `path` (open it in Perfetto):
+    every thread's ATen ops and CUDA API calls (the Python calls of the main thread only: the profiler's Python
+    tracer follows no other), each stream's kernels and copies, on one time axis, to see what the host does while
+    the GPU waits. The Python tracer slows the main thread: the trace's rate is not the stage's."""
     import gzip
     import shutil
 
