@@ -499,8 +499,8 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="also write the figures here")
     parser.add_argument("--main-only", action="store_true",
                         help="only the naive and stage rates, the parts, GPU busy, stream priorities and the depth "
-                             "model alone (e.g. for a second CPU count): no runs under other settings, no shard-plan or "
-                             "fp32 comparison")
+                             "model alone (e.g. for a second CPU count): no runs under other settings, no shard-plan "
+                             "or fp32 comparison")
     parser.add_argument("--trace", type=Path, metavar="DIR",
                         help="also write a timeline of the loop over 8 batches (torch profiler with Python stacks) "
                              "to DIR/<model>-trace.json.gz (summed up by benchmarks/trace_idle.py)")
