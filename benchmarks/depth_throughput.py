@@ -502,8 +502,9 @@ def main() -> None:
                              "model alone (e.g. for a second CPU count): no runs under other settings, no shard-plan "
                              "or fp32 comparison")
     parser.add_argument("--trace", type=Path, metavar="DIR",
-                        help="also write a timeline of the loop over 8 batches (torch profiler with Python stacks) "
-                             "to DIR/<model>-trace.json.gz (summed up by benchmarks/trace_idle.py)")
+                        help="also write a timeline of the loop over 8 batches (torch profiler: every thread's ops and "
+                             "CUDA calls, every stream's kernels) to DIR/<model>-trace.json.gz (summed up by "
+                             "benchmarks/trace_idle.py)")
     parser.add_argument("--lock-profile", type=Path, metavar="DIR",
                         help="also run the loop once under py-spy (pip install py-spy) and report which threads hold "
                              "Python's global lock; its raw stacks go to DIR/<model>-lock.txt")
