@@ -109,8 +109,8 @@ def test_batched_person_decoding_matches_mmdets_own(models: list[str]):
     for (our_boxes, our_scores), result in zip(ours, theirs):
         person = result.labels == 0
         assert 0 < int(person.sum()) < len(person)  # other classes were there too
-        torch.testing.assert_close(our_scores, result.scores[person])
-        torch.testing.assert_close(our_boxes, result.bboxes[person])
+        torch.testing.assert_close(torch.from_numpy(our_scores), result.scores[person])
+        torch.testing.assert_close(torch.from_numpy(our_boxes), result.bboxes[person])
 
 
 def test_compiled_depth_model_matches_eager_pads_partial_batches_and_keeps_features(tmp_path: Path):

@@ -21,7 +21,7 @@ def _clustered_boxes(generator: torch.Generator, images: int, count: int) -> tor
 
 
 @pytest.mark.parametrize("limit", [3, 40, 10**6])
-@pytest.mark.parametrize("block", [7, 256])
+@pytest.mark.parametrize("block", [7, 256, 1000])  # 1000: one block holds every candidate
 def test_first_survivors_are_torchvisions_nms_survivors(limit: int, block: int):
     generator = torch.Generator().manual_seed(limit + block)
     images, count, threshold = 4, 300, 0.5

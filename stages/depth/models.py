@@ -197,7 +197,7 @@ class Detector:
         cls_scores, bbox_preds = self.network(batch)
         found = person_boxes(self.model.bbox_head, cls_scores, bbox_preds, [box.resized for box in boxes],
                              self.decoding)
-        return [(box.boxes_to_image(xyxy.numpy()), scores.numpy()) for box, (xyxy, scores) in zip(boxes, found)]
+        return [(box.boxes_to_image(xyxy), scores) for box, (xyxy, scores) in zip(boxes, found)]
 
 
 class PoseEstimator:

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from shardprep.runtime.errors import ConfigError
@@ -75,8 +76,9 @@ class PersonDecoding:
 
 
 def person_boxes(head: Any, cls_scores: list[torch.Tensor], bbox_preds: list[torch.Tensor],
-                 resized: list[tuple[int, int]], decoding: PersonDecoding) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """Per image: person boxes (n, 4) xyxy in the network input's pixels and their scores (n,), best first.
+                 resized: list[tuple[int, int]], decoding: PersonDecoding) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Per image: person boxes (n, 4) xyxy in the network input's pixels and their scores (n,), float32 on the
+    host, best first.
 
     cls_scores[level] (B, classes, H, W) logits and bbox_preds[level] (B, 4, H, W) distances, as the head's forward
     gives them; `resized[b]` is image b's (height, width) inside the padded input.
@@ -106,8 +108,10 @@ def person_boxes(head: Any, cls_scores: list[torch.Tensor], bbox_preds: list[tor
     count = int(valid.sum(dim=1).max())
     boxes, scores, valid = boxes[:, :count], scores[:, :count], valid[:, :count]
     kept = first_survivors(boxes, valid, decoding.iou_threshold, decoding.max_per_img)
-    rows = torch.cat([boxes, scores[..., None]], dim=-1)[kept].cpu()  # image by image, each best first
-    return [(part[:, :4], part[:, 4]) for part in rows.split(kept.sum(dim=1).tolist())]
+    # One copy to the host; the split into images is numpy's (a torch op per image costs more host time).
+    rows = torch.cat([boxes, scores[..., None]], dim=-1)[kept].cpu().numpy()  # image by image, each best first
+    parts = np.split(rows, np.cumsum(kept.sum(dim=1).cpu().numpy())[:-1])
+    return [(part[:, :4], part[:, 4]) for part in parts]
 
 
 def first_survivors(boxes: torch.Tensor, valid: torch.Tensor, iou_threshold: float, limit: int,
@@ -122,47 +126,47 @@ def first_survivors(boxes: torch.Tensor, valid: torch.Tensor, iou_threshold: flo
     et al. 2021). The new survivors then close every box they overlap. The walk ends when every image has `limit`
     survivors or no open boxes: a few blocks, where torchvision's and mmcv's NMS compute every pair of candidates
     and walk all of them in one thread block.
+
+    Each op is a kernel launch and host time of the prepare thread, so a block takes few: column N is a padding
+    box (zero area: it overlaps nothing) that a block's missing boxes point to, the areas are computed once, and
+    the overlaps among a block are read from those of the block with all boxes.
     """
     batch, count = valid.shape
-    position = torch.arange(count, device=valid.device)
-    open_, kept = valid.clone(), torch.zeros_like(valid)
+    boxes = torch.cat([boxes, boxes.new_zeros((batch, 1, 4))], dim=1)  # column N: the padding box
+    areas = (boxes[..., 2] - boxes[..., 0]) * (boxes[..., 3] - boxes[..., 1])
+    boxes = torch.cat([boxes, areas[..., None]], dim=-1)  # (B, N + 1, 5) xyxy + area
+    position = torch.arange(count + 1, device=valid.device)
+    open_ = torch.cat([valid, valid.new_zeros((batch, 1))], dim=1)
+    kept = torch.zeros_like(open_)
     found = torch.zeros(batch, dtype=torch.long, device=valid.device)
+    size = min(block, count + 1)
     while True:
         # The first `block` open boxes of each image that still needs survivors, in order; `count` pads.
-        first = torch.where(open_ & (found < limit)[:, None], position, count)
-        first = first.topk(min(block, count), dim=1, largest=False).values  # ascending
+        first = torch.where(open_ & (found < limit)[:, None], position, count).topk(size, dim=1, largest=False).values
         taken = first < count
         if not bool(taken.any()):
-            return kept & (kept.cumsum(dim=1) <= limit)
-        candidates = torch.gather(boxes, 1, first.clamp(max=count - 1)[..., None].expand(-1, -1, 4))
-        inside = _overlaps(candidates, candidates, iou_threshold).triu_(diagonal=1)
+            return (kept & (kept.cumsum(dim=1) <= limit))[:, :count]
+        candidates = torch.gather(boxes, 1, first[..., None].expand(-1, -1, 5))
+        overlapped = _overlaps(candidates, boxes, iou_threshold)  # (B, block, N + 1)
+        inside = torch.gather(overlapped, 2, first[:, None, :].expand(-1, size, -1)).triu_(diagonal=1)
         chosen = taken
         while True:
             again = taken & ~(inside & chosen[:, :, None]).any(dim=1)
             if torch.equal(again, chosen):
                 break
             chosen = again
-        kept |= _spread(chosen, first, count)
-        open_ &= ~_spread(taken, first, count)
-        open_ &= ~(_overlaps(candidates, boxes, iou_threshold) & chosen[:, :, None]).any(dim=1)
+        kept.scatter_(1, first, chosen)  # these were open, hence not kept yet; the padding gets False
+        open_.scatter_(1, first, False)
+        open_ &= ~(overlapped & chosen[:, :, None]).any(dim=1)
         found += chosen.sum(dim=1)
 
 
-def _spread(values: torch.Tensor, index: torch.Tensor, count: int) -> torch.Tensor:
-    """(B, count) bool: values[b, k] at index[b, k], False elsewhere; index == count (padding) is dropped (padding
-    repeats one index, so it gets a column of its own: scattered values never collide)."""
-    spread = values.new_zeros((values.shape[0], count + 1))
-    return spread.scatter_(1, index, values)[:, :count]
-
-
 def _overlaps(first: torch.Tensor, second: torch.Tensor, iou_threshold: float) -> torch.Tensor:
-    """(B, M, N) bool: IoU of first[:, m] and second[:, n] above the threshold, computed as torchvision's and mmcv's
-    NMS kernels do (intersection over the sum of the areas less the intersection, no +1 pixel offset)."""
-    def area(boxes: torch.Tensor) -> torch.Tensor:
-        return (boxes[..., 2] - boxes[..., 0]) * (boxes[..., 3] - boxes[..., 1])
-
+    """(B, M, N) bool: IoU of first[:, m] and second[:, n] above the threshold, for boxes (B, ., 5) xyxy + area,
+    computed as torchvision's and mmcv's NMS kernels do (intersection over the sum of the areas less the
+    intersection, no +1 pixel offset)."""
     low = torch.maximum(first[:, :, None, :2], second[:, None, :, :2])
-    high = torch.minimum(first[:, :, None, 2:], second[:, None, :, 2:])
-    size = (high - low).clamp(min=0)
+    high = torch.minimum(first[:, :, None, 2:4], second[:, None, :, 2:4])
+    size = (high - low).clamp_(min=0)
     inter = size[..., 0] * size[..., 1]
-    return inter / (area(first)[:, :, None] + area(second)[:, None, :] - inter) > iou_threshold
+    return inter / (first[:, :, None, 4] + second[:, None, :, 4] - inter) > iou_threshold

@@ -137,9 +137,13 @@ def run_frames(models: Models, frames: list[torch.Tensor], annotated: Sequence[n
 
 def pose_and_depth(models: Models, frames: list[torch.Tensor], boxes: list[np.ndarray | None],
                    radius: int) -> list[dict[str, np.ndarray]]:
-    """The schema's arrays for each frame given its chosen box (or None): keypoints, then depth."""
+    """The schema's arrays for each frame given its chosen box (or None): keypoints, then depth at them.
+
+    The depth forwards need only which frames have a box, so they are queued first: the device runs them while the
+    host waits for the keypoints, rather than idling between the pose model's results and the depth launch."""
+    maps = depth_maps(models, frames, boxes)
     poses = estimate_keypoints(frames, boxes, models.pose, models.pose_batch)
-    depths = frame_depths(models, frames, poses, radius)
+    depths = sample_depths(maps, poses, len(frames), radius)
     channels = feature_channels(models)
     return [frame_arrays(tuple(frame.shape[1:]), box, pose, depth, radius, channels)
             for frame, box, pose, depth in zip(frames, boxes, poses, depths)]
@@ -197,24 +201,43 @@ def to_image(crops: Sequence[TopdownCrop], points: np.ndarray) -> np.ndarray:
     return np.asarray(points, dtype=np.float64) / size * scale + center - scale / 2
 
 
-def frame_depths(models: Models, frames: list[torch.Tensor], poses: list[dict[str, np.ndarray] | None],
-                 radius: int) -> list[dict[str, np.ndarray] | None]:
-    """Per-joint depth for each frame with keypoints; one depth forward per resolution (and per depth batch)."""
+@dataclass
+class DepthMaps:
+    """One depth forward's output: frames `indices` of `image_size`, their depth (B, h, w) and, with features, the
+    decoder's maps (else None)."""
+
+    indices: list[int]
+    image_size: tuple[int, int]
+    depth: torch.Tensor
+    maps: torch.Tensor | None
+
+
+def depth_maps(models: Models, frames: list[torch.Tensor], boxes: list[np.ndarray | None]) -> list[DepthMaps]:
+    """Depth of each frame with a box, one forward per resolution (and per depth batch); queued, not waited for."""
     groups: dict[tuple[int, int], list[int]] = defaultdict(list)
-    for index, pose in enumerate(poses):
-        if pose is not None:
+    for index, box in enumerate(boxes):
+        if box is not None:
             groups[tuple(frames[index].shape[1:])].append(index)
-    out: list[dict[str, np.ndarray] | None] = [None] * len(frames)
+    out = []
     for size, members in groups.items():
         for part in chunks(len(members), models.depth.batch_size):
             indices = members[part]
             depth, maps = models.depth(torch.stack([frames[i] for i in indices]))
-            keypoints = np.stack([poses[i]["keypoints"] for i in indices])
-            sampled = joint_depths(depth, size, keypoints, radius)
-            if maps is not None:
-                sampled["depth_features"] = features_at(maps, keypoints, size)
-            for row, index in enumerate(indices):
-                out[index] = {key: value[row] for key, value in sampled.items()}
+            out.append(DepthMaps(indices, size, depth, maps))
+    return out
+
+
+def sample_depths(depths: list[DepthMaps], poses: list[dict[str, np.ndarray] | None], count: int,
+                  radius: int) -> list[dict[str, np.ndarray] | None]:
+    """Per-joint depth (sampling.py) of each of `count` frames at its keypoints; None where it has no keypoints."""
+    out: list[dict[str, np.ndarray] | None] = [None] * count
+    for group in depths:
+        keypoints = np.stack([poses[i]["keypoints"] for i in group.indices])
+        sampled = joint_depths(group.depth, group.image_size, keypoints, radius)
+        if group.maps is not None:
+            sampled["depth_features"] = features_at(group.maps, keypoints, group.image_size)
+        for row, index in enumerate(group.indices):
+            out[index] = {key: value[row] for key, value in sampled.items()}
     return out
 
 
