@@ -226,7 +226,7 @@ def parts(stage, dataset: MMPoseDataset, items, batch: int, folder: Path) -> dic
 
     from shardprep.stages.base import Work
     from shardprep.stages.depth.decode import frames_on_device
-    from shardprep.stages.depth.pipeline import (choose_boxes, depth_maps, estimate_keypoints, run_frames,
+    from shardprep.stages.depth.pipeline import (choose_boxes, depth_forwards, estimate_keypoints, run_frames,
                                                   sample_depths)
 
     models, device = stage.models, stage.models.device
@@ -270,7 +270,7 @@ def parts(stage, dataset: MMPoseDataset, items, batch: int, folder: Path) -> dic
         "upload": timed(lambda: [torch.from_numpy(np.ascontiguousarray(i)).to(device) for i in images]),
         "detector": timed(lambda: choose_boxes(models, frames, annotated, flags)),
         "crops_pose_simcc": timed(lambda: estimate_keypoints(frames, boxes, models.pose, models.pose_batch)),
-        "depth_sampling": timed(lambda: sample_depths(depth_maps(models, frames, boxes), poses, len(frames),
+        "depth_sampling": timed(lambda: sample_depths(depth_forwards(models, frames, boxes), poses, len(frames),
                                                      stage.radius)),
         "run_frames": timed(lambda: run_frames(models, frames, annotated, stage.radius, flags)),
         "prepare": timed(lambda: stage.prepare(works)),

@@ -141,9 +141,9 @@ def pose_and_depth(models: Models, frames: list[torch.Tensor], boxes: list[np.nd
 
     The depth forwards need only which frames have a box, so they are queued first: the device runs them while the
     host waits for the keypoints, rather than idling between the pose model's results and the depth launch."""
-    maps = depth_maps(models, frames, boxes)
+    forwards = depth_forwards(models, frames, boxes)
     poses = estimate_keypoints(frames, boxes, models.pose, models.pose_batch)
-    depths = sample_depths(maps, poses, len(frames), radius)
+    depths = sample_depths(forwards, poses, len(frames), radius)
     channels = feature_channels(models)
     return [frame_arrays(tuple(frame.shape[1:]), box, pose, depth, radius, channels)
             for frame, box, pose, depth in zip(frames, boxes, poses, depths)]
@@ -202,17 +202,17 @@ def to_image(crops: Sequence[TopdownCrop], points: np.ndarray) -> np.ndarray:
 
 
 @dataclass
-class DepthMaps:
+class DepthForward:
     """One depth forward's output: frames `indices` of `image_size`, their depth (B, h, w) and, with features, the
-    decoder's maps (else None)."""
+    decoder's last fused maps (else None)."""
 
     indices: list[int]
     image_size: tuple[int, int]
     depth: torch.Tensor
-    maps: torch.Tensor | None
+    decoder_maps: torch.Tensor | None
 
 
-def depth_maps(models: Models, frames: list[torch.Tensor], boxes: list[np.ndarray | None]) -> list[DepthMaps]:
+def depth_forwards(models: Models, frames: list[torch.Tensor], boxes: list[np.ndarray | None]) -> list[DepthForward]:
     """Depth of each frame with a box, one forward per resolution (and per depth batch); queued, not waited for."""
     groups: dict[tuple[int, int], list[int]] = defaultdict(list)
     for index, box in enumerate(boxes):
@@ -223,20 +223,20 @@ def depth_maps(models: Models, frames: list[torch.Tensor], boxes: list[np.ndarra
         for part in chunks(len(members), models.depth.batch_size):
             indices = members[part]
             depth, maps = models.depth(torch.stack([frames[i] for i in indices]))
-            out.append(DepthMaps(indices, size, depth, maps))
+            out.append(DepthForward(indices, size, depth, maps))
     return out
 
 
-def sample_depths(depths: list[DepthMaps], poses: list[dict[str, np.ndarray] | None], count: int,
+def sample_depths(forwards: list[DepthForward], poses: list[dict[str, np.ndarray] | None], count: int,
                   radius: int) -> list[dict[str, np.ndarray] | None]:
     """Per-joint depth (sampling.py) of each of `count` frames at its keypoints; None where it has no keypoints."""
     out: list[dict[str, np.ndarray] | None] = [None] * count
-    for group in depths:
-        keypoints = np.stack([poses[i]["keypoints"] for i in group.indices])
-        sampled = joint_depths(group.depth, group.image_size, keypoints, radius)
-        if group.maps is not None:
-            sampled["depth_features"] = features_at(group.maps, keypoints, group.image_size)
-        for row, index in enumerate(group.indices):
+    for forward in forwards:
+        keypoints = np.stack([poses[i]["keypoints"] for i in forward.indices])
+        sampled = joint_depths(forward.depth, forward.image_size, keypoints, radius)
+        if forward.decoder_maps is not None:
+            sampled["depth_features"] = features_at(forward.decoder_maps, keypoints, forward.image_size)
+        for row, index in enumerate(forward.indices):
             out[index] = {key: value[row] for key, value in sampled.items()}
     return out
 
