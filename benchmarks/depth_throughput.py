@@ -484,8 +484,10 @@ def stream_priorities(stage, dataset: MMPoseDataset, items, folder: Path, size: 
     for step in ("prepare", "process") if stage.models.device.type == "cuda" else ():
         saved = getattr(stage.models, f"{step}_stream")
         setattr(stage.models, f"{step}_stream", torch.cuda.Stream(stage.models.device, priority=-1))
-        seconds[f"{step}_first_s"] = staged(stage, dataset, items, folder / f"{step}-first-{size}")
-        setattr(stage.models, f"{step}_stream", saved)
+        try:
+            seconds[f"{step}_first_s"] = staged(stage, dataset, items, folder / f"{step}-first-{size}")
+        finally:  # the later runs measure the stage as configured
+            setattr(stage.models, f"{step}_stream", saved)
     return seconds
 
 

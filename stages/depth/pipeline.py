@@ -10,7 +10,6 @@ on another (`Models.on_process_stream`).
 from __future__ import annotations
 
 import logging
-from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -21,7 +20,7 @@ import torch
 
 from shardprep.stages.depth.files import resolve_config, resolve_depth_model
 from shardprep.stages.depth.geometry import TopdownCrop
-from shardprep.stages.depth.imageops import warp_crops
+from shardprep.stages.depth.imageops import same_size, warp_crops
 from shardprep.stages.depth.keypoints import JOINTS, coco_to_h36m
 from shardprep.stages.depth.models import (DepthEstimator, Detector, PoseEstimator, chunks, compile_setting,
                                            cuda_graphs_setting)
@@ -214,12 +213,10 @@ class DepthForward:
 
 def depth_forwards(models: Models, frames: list[torch.Tensor], boxes: list[np.ndarray | None]) -> list[DepthForward]:
     """Depth of each frame with a box, one forward per resolution (and per depth batch); queued, not waited for."""
-    groups: dict[tuple[int, int], list[int]] = defaultdict(list)
-    for index, box in enumerate(boxes):
-        if box is not None:
-            groups[tuple(frames[index].shape[1:])].append(index)
+    with_box = [index for index, box in enumerate(boxes) if box is not None]
     out = []
-    for size, members in groups.items():
+    for size, group in same_size([frames[index] for index in with_box]).items():
+        members = [with_box[position] for position in group]
         for part in chunks(len(members), models.depth.batch_size):
             indices = members[part]
             depth, maps = models.depth(torch.stack([frames[i] for i in indices]))
