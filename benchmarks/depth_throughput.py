@@ -280,10 +280,13 @@ def parts(stage, dataset: MMPoseDataset, items, batch: int, folder: Path) -> dic
     return out
 
 
-def networks(stage) -> list:
-    """The stage's BatchForward wrappers (detector, pose, depth)."""
+def graph_replays(stage) -> dict:
+    """The stage's CUDA-graph replays (GraphCache) by name: the three compiled networks and the person decoding;
+    None where one is not replayed (not compiled, not on CUDA)."""
     models = stage.models
-    return [model.network for model in (models.detector, models.pose, models.depth) if model is not None]
+    replays = {} if models.detector is None else {"detector": models.detector.network.replays,
+                                                  "person decoding": models.detector.person_boxes.replays}
+    return replays | {"pose": models.pose.network.replays, "depth": models.depth.network.replays}
 
 
 def gpu_busy(stage, dataset: MMPoseDataset, items, run_dir: Path) -> dict:
@@ -441,9 +444,9 @@ def same_bytes_across_plans(stage, dataset: MMPoseDataset, items, folder: Path) 
 
 
 def variants(stage, dataset: MMPoseDataset, items, folder: Path, size: str, args: argparse.Namespace,
-             graphed: list[bool]) -> dict[str, float]:
+             graphed: dict[str, bool]) -> dict[str, float]:
     """Seconds of the loop on `items` under other settings, same models (stage.decode=cpu, the process step on the
-    default stream, no CUDA graphs, autotuned; `graphed`: each network's CUDA-graph setting, restored after), and
+    default stream, no CUDA graphs, autotuned; `graphed`: whether each graph_replays entry replays, restored after), and
     the fp32 eager stage's run on the naive frames (its files under `folder`, for `agreement`)."""
     # The same models with frames decoded on the CPU in the read-ahead threads (stage.decode=cpu).
     stage.decode = "cpu"
@@ -455,14 +458,17 @@ def variants(stage, dataset: MMPoseDataset, items, folder: Path, size: str, args
     default_stream_s = staged(stage, dataset, items, folder / f"default-stream-{size}")
     stage.models.process_stream = process_stream
     # The same, compiled but not replayed as CUDA graphs (stage.cuda_graphs=false): what the graphs give.
-    for network in networks(stage):
-        network.cuda_graphs = False
+    replays = graph_replays(stage)
+    for cache in replays.values():
+        if cache is not None:
+            cache.enabled = False
     no_graphs_s = staged(stage, dataset, items, folder / f"no-graphs-{size}")
     # The same, autotuned (stage.deterministic=false, which sets these flags): what determinism costs. The
     # graphs are captured again: a capture keeps the kernels cuDNN chose then.
-    for network, flag in zip(networks(stage), graphed):
-        network.cuda_graphs = flag
-        network.graphs.clear()
+    for name, cache in replays.items():
+        if cache is not None:
+            cache.enabled = graphed[name]
+            cache.graphs.clear()
     torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = True, False
     staged(stage, dataset, items[:2 * args.batch], folder / f"warm-tuned-{size}")
     tuned_s = staged(stage, dataset, items, folder / f"tuned-{size}")
@@ -550,7 +556,7 @@ def main() -> None:
                 same_bytes_across_plans(stage, dataset, items[:6 * args.batch], folder / f"plans-{size}")
             lock = lock_holders(stage, dataset, items, folder / f"lock-{size}", args.lock_profile / f"{size}-lock.txt") \
                 if args.lock_profile else {}
-            graphed = [network.cuda_graphs for network in networks(stage)]
+            graphed = {name: cache is not None and cache.enabled for name, cache in graph_replays(stage).items()}
             first = stream_priorities(stage, dataset, items, folder, size)
             other = dict.fromkeys(("cpu_decode_s", "default_stream_s", "no_graphs_s", "tuned_s"), float("nan")) \
                 if args.main_only else variants(stage, dataset, items, folder, size, args, graphed)
@@ -616,7 +622,7 @@ def main() -> None:
             print(f"{'':>6} Python's lock held in ~{100 * row['lock_holders']['held']:.0f}% of the loop; by thread: "
                   + ", ".join(f"{name} {100 * share:.0f}%" for name, share in threads.items())
                   + "; most: " + ", ".join(f"{name} {100 * share:.0f}%" for name, share in functions.items()))
-        print(f"{'':>6} CUDA graphs (detector, pose, depth) {row['cuda_graphs']}; without graphs "
+        print(f"{'':>6} CUDA graphs {row['cuda_graphs']}; without graphs "
               f"{row['no_cuda_graphs_fps']:.1f} f/s")
         print(f"{'':>6} deterministic {row['stage_fps']:.1f} f/s vs autotuned {row['autotuned_fps']:.1f} f/s; "
               f"decoding on the CPU instead of nvJPEG {row['cpu_decode_fps']:.1f} f/s; "

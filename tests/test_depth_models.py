@@ -84,16 +84,22 @@ def test_stage_in_process_with_features_and_bad_payloads(models: list[str], demo
     assert isinstance(results[4], ValueError) and "RGB 'image'" in str(results[4])
 
 
-def test_batched_person_decoding_matches_mmdets_own(models: list[str]):
+@pytest.mark.parametrize("way", ["eager", "fixed blocks, too few", "cuda graph", "cuda graph, too few blocks"])
+def test_batched_person_decoding_matches_mmdets_own(models: list[str], way: str):
     """The stage's batched person-only decoding gives the person boxes of mmdet's own `predict_by_feat` (with
     nms_pre and max_per_img large enough that other classes take no places), on RTMDet-tiny's head with head
-    outputs drawn at random (continuous scores: no ties, whose NMS order is arbitrary) for two resized sizes."""
+    outputs drawn at random (continuous scores: no ties, whose NMS order is arbitrary) for two resized sizes.
+    Every way the stage runs it: eager (a host sync a block), replayed from a CUDA graph of fixed blocks, and with
+    fewer blocks than the walk needs (decoded again, to the end; on the CPU the graph's function runs as it is)."""
     import torch
 
     from shardprep.stages.depth.files import resolve_config
     from shardprep.stages.depth.models import Detector
-    from shardprep.stages.depth.person_boxes import person_boxes
+    from shardprep.stages.depth.person_boxes import PersonBoxes
 
+    device = torch.device("cuda" if way.startswith("cuda") else "cpu")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        pytest.skip("no CUDA device: the CUDA-graph decoding runs on a GPU only")
     checkpoint = next(value.split("=", 1)[1] for value in models if value.startswith("stage.detector.checkpoint="))
     test_cfg = {"nms_pre": 10**6, "score_thr": 0.3, "nms": {"type": "nms", "iou_threshold": 0.6},
                 "max_per_img": 10**6}
@@ -103,7 +109,10 @@ def test_batched_person_decoding_matches_mmdets_own(models: list[str]):
     bbox_preds = [torch.rand(2, 4, size, size, generator=generator) * 3 * stride
                   for size, stride in ((80, 8), (40, 16), (20, 32))]
     resized = [(480, 640), (640, 384)]
-    ours = person_boxes(head, cls_scores, bbox_preds, resized, detector.decoding)
+    decoding = PersonBoxes(head, detector.decoding, cuda_graphs=way != "eager", blocks=1 if "few" in way else 8)
+    if device.type == "cpu" and decoding.replays is not None:
+        decoding.replays.enabled = False
+    ours = decoding([score.to(device) for score in cls_scores], [pred.to(device) for pred in bbox_preds], resized)
     metas = [{"img_shape": size, "scale_factor": (1.0, 1.0)} for size in resized]
     theirs = head.predict_by_feat(cls_scores, bbox_preds, batch_img_metas=metas, rescale=False)
     for (our_boxes, our_scores), result in zip(ours, theirs):

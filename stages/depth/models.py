@@ -23,9 +23,10 @@ import torch
 from torch.utils._pytree import tree_map
 
 from shardprep.runtime.errors import ConfigError
+from shardprep.stages.depth.cuda_graphs import GraphCache
 from shardprep.stages.depth.geometry import depth_input_size
 from shardprep.stages.depth.imageops import letterbox, resize_bicubic
-from shardprep.stages.depth.person_boxes import PersonDecoding, person_boxes
+from shardprep.stages.depth.person_boxes import PersonBoxes, PersonDecoding
 from shardprep.stages.depth.sampling import features_at
 
 log = logging.getLogger(__name__)
@@ -54,20 +55,15 @@ class BatchForward:
 
     Compiled graphs are specialised to the input shape: a shorter batch is padded (its last sample repeated) so one
     graph serves every batch, and the outputs are cut back. A node without a working compiler toolchain (Triton
-    needs one) runs the network eager from then on, slower but not failing.
-
-    With `cuda_graphs`, the compiled forward is captured once per input shape and replayed: one launch per batch
-    instead of hundreds, which is what the host, not the GPU, spent its time on (docs/depth.md). The replay writes
-    the same buffers each time, so outputs are cloned before they are returned. A capture that fails (a forward that
-    synchronises with the host) leaves the network compiled without graphs.
+    needs one) runs the network eager from then on, slower but not failing. With `cuda_graphs`, the compiled
+    forward is replayed from a CUDA graph (cuda_graphs.py).
     """
 
     def __init__(self, forward: Callable[[torch.Tensor], Any], batch_size: int, compile: bool, name: str,
                  setting: str, cuda_graphs: bool = False) -> None:
         self.forward, self.batch_size, self.name, self.setting = forward, batch_size, name, setting
         self.compiled = torch.compile(forward, dynamic=False) if compile else None
-        self.cuda_graphs = cuda_graphs and compile
-        self.graphs: dict[tuple[Any, ...], CapturedForward] = {}
+        self.replays = GraphCache(self.compiled, name) if cuda_graphs and compile else None
 
     def __call__(self, batch: torch.Tensor) -> Any:
         if self.compiled is None:
@@ -76,51 +72,13 @@ class BatchForward:
         padded = torch.cat([batch, batch[-1:].expand(self.batch_size - count, *batch.shape[1:])]) \
             if count < self.batch_size else batch
         try:
-            out = self._graphed(padded) if self.cuda_graphs else self.compiled(padded)
+            out = self.replays(padded) if self.replays is not None else self.compiled(padded)
         except torch._dynamo.exc.TorchDynamoException as error:
             log.warning("torch.compile of the %s failed (%s); running it eager from now on (%s=false skips the "
                         "attempt)", self.name, str(error).splitlines()[0], self.setting)
-            self.compiled = None
+            self.compiled = self.replays = None
             return self.forward(batch)
         return tree_map(lambda value: value[:count] if isinstance(value, torch.Tensor) else value, out)
-
-    def _graphed(self, batch: torch.Tensor) -> Any:
-        key = (tuple(batch.shape), batch.dtype, batch.stride())
-        if key not in self.graphs:
-            try:
-                self.graphs[key] = CapturedForward(self.compiled, batch)
-            except RuntimeError as error:
-                log.warning("CUDA graph capture of the %s failed (%s); running it compiled without graphs "
-                            "(stage.cuda_graphs=false skips the attempt)", self.name, str(error).splitlines()[0])
-                self.cuda_graphs = False
-                return self.compiled(batch)
-        return self.graphs[key](batch)
-
-
-class CapturedForward:
-    """One forward captured in a CUDA graph for inputs like `example`, on the calling thread's current stream.
-
-    Warm-up calls and the capture run on a stream of its own (what capture requires; torch's default capture stream
-    is shared by all threads). The capture is `thread_local`: another thread's work on the device (the next batch's
-    decoding) does not invalidate it.
-    """
-
-    def __init__(self, forward: Callable[[torch.Tensor], Any], example: torch.Tensor, warmups: int = 2) -> None:
-        self.input = example.clone()
-        side = torch.cuda.Stream()
-        side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side):
-            for _ in range(warmups):
-                forward(self.input)
-        torch.cuda.current_stream().wait_stream(side)
-        self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph, stream=side, capture_error_mode="thread_local"):
-            self.output = forward(self.input)
-
-    def __call__(self, batch: torch.Tensor) -> Any:
-        self.input.copy_(batch)
-        self.graph.replay()
-        return tree_map(lambda value: value.clone() if isinstance(value, torch.Tensor) else value, self.output)
 
 
 def compile_setting(setting: Any, device: torch.device) -> bool:
@@ -129,7 +87,8 @@ def compile_setting(setting: Any, device: torch.device) -> bool:
 
 
 def cuda_graphs_setting(setting: Any, device: torch.device) -> bool:
-    """stage.cuda_graphs: auto or true (the compiled networks replayed as CUDA graphs, on CUDA), or false."""
+    """stage.cuda_graphs: auto or true (the compiled networks and the person decoding replayed as CUDA graphs, on
+    CUDA), or false."""
     return device.type == "cuda" and setting in ("auto", True)
 
 
@@ -182,6 +141,7 @@ class Detector:
         self.model.to(memory_format=self.memory_format)
         self.network = BatchForward(self._network, batch_size, compile, "detector", "stage.detector.compile",
                                     cuda_graphs)
+        self.person_boxes = PersonBoxes(self.model.bbox_head, self.decoding, cuda_graphs)
 
     def _network(self, batch: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         with autocast(self.device, self.precision):
@@ -195,8 +155,7 @@ class Detector:
             batch = batch.flip(1)
         batch = ((batch - self.mean) / self.std).contiguous(memory_format=self.memory_format)
         cls_scores, bbox_preds = self.network(batch)
-        found = person_boxes(self.model.bbox_head, cls_scores, bbox_preds, [box.resized for box in boxes],
-                             self.decoding)
+        found = self.person_boxes(cls_scores, bbox_preds, [box.resized for box in boxes])
         return [(box.boxes_to_image(xyxy), scores) for box, (xyxy, scores) in zip(boxes, found)]
 
 

@@ -19,7 +19,9 @@ largest GPU cost with an untrained detector's thousands of candidates an image (
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +29,7 @@ import numpy as np
 import torch
 
 from shardprep.runtime.errors import ConfigError
+from shardprep.stages.depth.cuda_graphs import GraphCache
 
 
 # Dense heads whose outputs are (class logits, point distances) per level, as `person_boxes` decodes them.
@@ -75,14 +78,56 @@ class PersonDecoding:
                    float(test_cfg.get("min_bbox_size", -1)))
 
 
-def person_boxes(head: Any, cls_scores: list[torch.Tensor], bbox_preds: list[torch.Tensor],
-                 resized: list[tuple[int, int]], decoding: PersonDecoding) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Per image: person boxes (n, 4) xyxy in the network input's pixels and their scores (n,), float32 on the
-    host, best first.
+class PersonBoxes:
+    """Per image, person boxes (n, 4) xyxy in the network input's pixels and their scores (n,), float32 on the host,
+    best first, from the head's outputs.
 
-    cls_scores[level] (B, classes, H, W) logits and bbox_preds[level] (B, 4, H, W) distances, as the head's forward
-    gives them; `resized[b]` is image b's (height, width) inside the padded input.
+    With `cuda_graphs`, the decoding and the first `blocks` blocks of the NMS walk (`first_survivors`) are replayed
+    from one CUDA graph: a few hundred small ops of the prepare thread become one launch, and the host waits once
+    a batch. A batch whose walk needs more blocks (not finished: longer chains of overlaps than the graph's blocks
+    decide) is decoded again without the graph, to the end; the answer is the same either way.
     """
+
+    def __init__(self, head: Any, decoding: PersonDecoding, cuda_graphs: bool = False, blocks: int = 8) -> None:
+        self.head, self.decoding = head, decoding
+        self.replays = GraphCache(partial(self._best, blocks), "person decoding") if cuda_graphs else None
+
+    def __call__(self, cls_scores: list[torch.Tensor], bbox_preds: list[torch.Tensor],
+                 resized: list[tuple[int, int]]) -> list[tuple[np.ndarray, np.ndarray]]:
+        """cls_scores[level] (B, classes, H, W) logits and bbox_preds[level] (B, 4, H, W) distances, as the head's
+        forward gives them; `resized[b]` is image b's (height, width) inside the padded input."""
+        limits = torch.tensor([[w, h, w, h] for h, w in resized], dtype=torch.float32, device=cls_scores[0].device)
+        tensors = (*cls_scores, *bbox_preds, limits)
+        rows, counts = self.replays(*tensors) if self.replays is not None else self._best(None, *tensors)
+        counts = counts.cpu().numpy()
+        if (counts < 0).any():
+            rows, counts = self._best(None, *tensors)
+            counts = counts.cpu().numpy()
+        rows = rows.cpu().numpy()  # one copy to the host; the split into images is numpy's
+        return [(image[:count, :4], image[:count, 4]) for image, count in zip(rows, counts)]
+
+    def _best(self, blocks: int | None, *tensors: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, k, 5) each image's first survivors (xyxy, score), k = min(max_per_img, candidates), and (B,) how
+        many of them are real, -1 for an image whose walk `blocks` did not finish. Fixed shapes, no host sync
+        unless blocks is None (walk to the end)."""
+        levels = (len(tensors) - 1) // 2
+        boxes, scores, valid = candidates(self.head, tensors[:levels], tensors[levels:-1], tensors[-1], self.decoding)
+        kept, finished = first_survivors(boxes, valid, self.decoding.iou_threshold, self.decoding.max_per_img,
+                                         blocks=blocks)
+        count = kept.shape[1]
+        position = torch.arange(count, device=kept.device)
+        first = torch.where(kept, position, count).topk(min(self.decoding.max_per_img, count), dim=1,
+                                                         largest=False).values
+        table = torch.cat([torch.cat([boxes, scores[..., None]], dim=-1), boxes.new_zeros((len(boxes), 1, 5))], dim=1)
+        rows = torch.gather(table, 1, first[..., None].expand(-1, -1, 5))
+        return rows, torch.where(finished, kept.sum(dim=1), -1)
+
+
+def candidates(head: Any, cls_scores: Sequence[torch.Tensor], bbox_preds: Sequence[torch.Tensor],
+               limits: torch.Tensor, decoding: PersonDecoding) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Each image's person candidates, as mmdet's decoding finds them (module docstring), by descending score
+    (ties in candidate order), the valid ones first: boxes (B, N, 4) xyxy, scores (B, N), valid (B, N).
+    `limits` (B, 4) is each image's (w, h, w, h) inside the padded input. Fixed shapes, no host sync."""
     sizes = [tuple(score.shape[-2:]) for score in cls_scores]
     priors = head.prior_generator.grid_priors(sizes, dtype=torch.float32, device=cls_scores[0].device)
     level_scores, level_boxes = [], []
@@ -96,36 +141,29 @@ def person_boxes(head: Any, cls_scores: list[torch.Tensor], bbox_preds: list[tor
         level_scores.append(scores)
         level_boxes.append(torch.cat([centre - picked[..., :2], centre + picked[..., 2:]], dim=-1))
     scores, boxes = torch.cat(level_scores, dim=1), torch.cat(level_boxes, dim=1)
-    limits = torch.tensor([[w, h, w, h] for h, w in resized], dtype=boxes.dtype, device=boxes.device)
     boxes = torch.minimum(boxes.clamp(min=0), limits[:, None, :])
     valid = scores > decoding.score_thr
     if decoding.min_bbox_size >= 0:  # e.g. candidates whose box lies in the padding, clipped to nothing
         valid &= (boxes[..., 2:] - boxes[..., :2] > decoding.min_bbox_size).all(dim=-1)
-    # Each image's candidates by descending score (ties in candidate order), the valid ones first.
     scores, order = scores.masked_fill(~valid, -1.0).sort(dim=1, descending=True, stable=True)
-    boxes = torch.gather(boxes, 1, order[..., None].expand(-1, -1, 4))
-    valid = torch.gather(valid, 1, order)
-    count = int(valid.sum(dim=1).max())
-    boxes, scores, valid = boxes[:, :count], scores[:, :count], valid[:, :count]
-    kept = first_survivors(boxes, valid, decoding.iou_threshold, decoding.max_per_img)
-    # One copy to the host; the split into images is numpy's (a torch op per image costs more host time).
-    rows = torch.cat([boxes, scores[..., None]], dim=-1)[kept].cpu().numpy()  # image by image, each best first
-    parts = np.split(rows, np.cumsum(kept.sum(dim=1).cpu().numpy())[:-1])
-    return [(part[:, :4], part[:, 4]) for part in parts]
+    return torch.gather(boxes, 1, order[..., None].expand(-1, -1, 4)), scores, torch.gather(valid, 1, order)
 
 
-def first_survivors(boxes: torch.Tensor, valid: torch.Tensor, iou_threshold: float, limit: int,
-                    block: int = 64) -> torch.Tensor:
-    """(B, N) bool: in each image, the first `limit` boxes that greedy NMS keeps. boxes (B, N, 4) xyxy, each
-    image's by descending score; `valid` (B, N) the candidates (the others are neither kept nor suppress).
+def first_survivors(boxes: torch.Tensor, valid: torch.Tensor, iou_threshold: float, limit: int, block: int = 64,
+                    rounds: int = 8, blocks: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, N) bool: in each image, the first `limit` boxes that greedy NMS keeps, and (B,) whether the image's walk
+    finished. boxes (B, N, 4) xyxy, each image's by descending score; `valid` (B, N) the candidates (the others are
+    neither kept nor suppress). `blocks`: walk that many blocks (fixed shapes, no host sync: a CUDA graph can hold
+    it), or None: until every walk has finished (one host sync a block).
 
     Greedy NMS keeps a box iff no kept box before it overlaps it. The walk decides `block` boxes of every image at
     once: the first boxes that are still open (neither decided nor overlapped by a survivor). Among them, starting
-    from all kept, each round re-decides every box from the previous round's choice; the first k are right after k
-    rounds, so the rounds reach greedy NMS's one answer and stop when a round changes nothing (Cluster-NMS, Zheng
-    et al. 2021). The new survivors then close every box they overlap. The walk ends when every image has `limit`
-    survivors or no open boxes: a few blocks, where torchvision's and mmcv's NMS compute every pair of candidates
-    and walk all of them in one thread block.
+    from all kept, each round re-decides every box from the previous round's choice (Cluster-NMS, Zheng et al.
+    2021): after r rounds the first r + 1 are right, and all are once a round changes nothing (greedy NMS's answer
+    is the one fixed point). After `rounds` rounds the block's right ones are decided, the others stay open for the
+    next block; the new survivors close every box they overlap. A walk ends when its image has `limit` survivors or
+    no open boxes: a few blocks, where torchvision's and mmcv's NMS compute every pair of candidates and walk all of
+    them in one thread block.
 
     Each op is a kernel launch and host time of the prepare thread, so a block takes few: column N is a padding
     box (zero area: it overlaps nothing) that a block's missing boxes point to, the areas are computed once, and
@@ -140,25 +178,29 @@ def first_survivors(boxes: torch.Tensor, valid: torch.Tensor, iou_threshold: flo
     kept = torch.zeros_like(open_)
     found = torch.zeros(batch, dtype=torch.long, device=valid.device)
     size = min(block, count + 1)
-    while True:
+    slot_decided = position[:size] <= rounds  # the slots right after `rounds` rounds, converged or not
+    walked = 0
+    while blocks is None or walked < blocks:
         # The first `block` open boxes of each image that still needs survivors, in order; `count` pads.
         first = torch.where(open_ & (found < limit)[:, None], position, count).topk(size, dim=1, largest=False).values
         taken = first < count
-        if not bool(taken.any()):
-            return (kept & (kept.cumsum(dim=1) <= limit))[:, :count]
+        if blocks is None and not bool(taken.any()):
+            break
         candidates = torch.gather(boxes, 1, first[..., None].expand(-1, -1, 5))
         overlapped = _overlaps(candidates, boxes, iou_threshold)  # (B, block, N + 1)
         inside = torch.gather(overlapped, 2, first[:, None, :].expand(-1, size, -1)).triu_(diagonal=1)
-        chosen = taken
-        while True:
-            again = taken & ~(inside & chosen[:, :, None]).any(dim=1)
-            if torch.equal(again, chosen):
-                break
-            chosen = again
-        kept.scatter_(1, first, chosen)  # these were open, hence not kept yet; the padding gets False
-        open_.scatter_(1, first, False)
-        open_ &= ~(overlapped & chosen[:, :, None]).any(dim=1)
-        found += chosen.sum(dim=1)
+        chosen = previous = taken
+        for _ in range(rounds):
+            previous, chosen = chosen, taken & ~(inside & chosen[:, :, None]).any(dim=1)
+        decided = taken & ((chosen == previous).all(dim=1, keepdim=True) | slot_decided)
+        survivors = chosen & decided
+        kept.scatter_(1, first, survivors)  # these were open, hence not kept yet; the padding gets False
+        open_.scatter_(1, first, taken & ~decided)
+        open_ &= ~(overlapped & survivors[:, :, None]).any(dim=1)
+        found += survivors.sum(dim=1)
+        walked += 1
+    finished = ~(open_ & (found < limit)[:, None]).any(dim=1)
+    return (kept & (kept.cumsum(dim=1) <= limit))[:, :count], finished
 
 
 def _overlaps(first: torch.Tensor, second: torch.Tensor, iou_threshold: float) -> torch.Tensor:
