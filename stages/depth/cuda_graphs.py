@@ -62,6 +62,8 @@ class GraphCache:
         if key not in self.graphs:
             try:
                 self.graphs[key] = CapturedForward(self.function, tensors)
+            except torch._dynamo.exc.TorchDynamoException:
+                raise  # the compile failed, not the capture: the caller's fallback
             except RuntimeError as error:
                 log.warning("CUDA graph capture of the %s failed (%s); running it without graphs "
                             "(stage.cuda_graphs=false skips the attempt)", self.name, str(error).splitlines()[0])

@@ -32,7 +32,7 @@ from shardprep.runtime.errors import ConfigError
 from shardprep.stages.depth.cuda_graphs import GraphCache
 
 
-# Dense heads whose outputs are (class logits, point distances) per level, as `person_boxes` decodes them.
+# Dense heads whose outputs are (class logits, point distances) per level, as `PersonBoxes` decodes them.
 SUPPORTED_HEADS = ("RTMDetHead", "RTMDetSepBNHead")
 
 
@@ -88,7 +88,7 @@ class PersonBoxes:
     decide) is decoded again without the graph, to the end; the answer is the same either way.
     """
 
-    def __init__(self, head: Any, decoding: PersonDecoding, cuda_graphs: bool = False, blocks: int = 8) -> None:
+    def __init__(self, head: Any, decoding: PersonDecoding, cuda_graphs: bool = False, blocks: int = 12) -> None:
         self.head, self.decoding = head, decoding
         self.replays = GraphCache(partial(self._best, blocks), "person decoding") if cuda_graphs else None
 
@@ -150,7 +150,7 @@ def candidates(head: Any, cls_scores: Sequence[torch.Tensor], bbox_preds: Sequen
 
 
 def first_survivors(boxes: torch.Tensor, valid: torch.Tensor, iou_threshold: float, limit: int, block: int = 64,
-                    rounds: int = 8, blocks: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                    rounds: int = 16, blocks: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """(B, N) bool: in each image, the first `limit` boxes that greedy NMS keeps, and (B,) whether the image's walk
     finished. boxes (B, N, 4) xyxy, each image's by descending score; `valid` (B, N) the candidates (the others are
     neither kept nor suppress). `blocks`: walk that many blocks (fixed shapes, no host sync: a CUDA graph can hold
