@@ -560,6 +560,8 @@ def main() -> None:
             first = stream_priorities(stage, dataset, items, folder, size)
             other = dict.fromkeys(("cpu_decode_s", "default_stream_s", "no_graphs_s", "tuned_s"), float("nan")) \
                 if args.main_only else variants(stage, dataset, items, folder, size, args, graphed)
+            person_boxes = None if stage.models.detector is None else stage.models.detector.person_boxes
+            decoded_again = None if person_boxes is None else [person_boxes.decoded_again, person_boxes.batches]
             del stage
             naive_fps, stage_fps = args.naive_frames / naive_s, args.frames / stage_s
             naive_dir = folder / f"naive-{size}"
@@ -581,7 +583,7 @@ def main() -> None:
                 "process_on_default_stream_fps": args.frames / other["default_stream_s"], "nvjpeg_probe": probe,
                 "prepare_stream_first_fps": args.frames / first["prepare_first_s"],
                 "process_stream_first_fps": args.frames / first["process_first_s"],
-                "cuda_graphs": graphed,
+                "cuda_graphs": graphed, "person_decoding_again": decoded_again,
                 "cpu_decode_vs_nvjpeg": agreement(RunFolder(folder / f"cpu-decode-{size}").shard_folder(0),
                                                   RunFolder(folder / f"stage-{size}").shard_folder(0)),
                 "cpus": len(os.sched_getaffinity(0)),
@@ -622,8 +624,10 @@ def main() -> None:
             print(f"{'':>6} Python's lock held in ~{100 * row['lock_holders']['held']:.0f}% of the loop; by thread: "
                   + ", ".join(f"{name} {100 * share:.0f}%" for name, share in threads.items())
                   + "; most: " + ", ".join(f"{name} {100 * share:.0f}%" for name, share in functions.items()))
-        print(f"{'':>6} CUDA graphs {row['cuda_graphs']}; without graphs "
-              f"{row['no_cuda_graphs_fps']:.1f} f/s")
+        again = row["person_decoding_again"]
+        print(f"{'':>6} CUDA graphs {row['cuda_graphs']}; without graphs {row['no_cuda_graphs_fps']:.1f} f/s"
+              + ("" if again is None else f"; person decoding redone without its graph (walks longer than its "
+                                          f"blocks) in {again[0]} of {again[1]} batches"))
         print(f"{'':>6} deterministic {row['stage_fps']:.1f} f/s vs autotuned {row['autotuned_fps']:.1f} f/s; "
               f"decoding on the CPU instead of nvJPEG {row['cpu_decode_fps']:.1f} f/s; "
               f"1 shard vs 3 shards + a third redone bit-identical: {row['plans_bit_identical']}")

@@ -113,6 +113,7 @@ def test_batched_person_decoding_matches_mmdets_own(models: list[str], way: str)
     if device.type == "cpu" and decoding.replays is not None:
         decoding.replays.enabled = False
     ours = decoding([score.to(device) for score in cls_scores], [pred.to(device) for pred in bbox_preds], resized)
+    assert decoding.decoded_again == (1 if "few" in way else 0) or way == "cuda graph"
     metas = [{"img_shape": size, "scale_factor": (1.0, 1.0)} for size in resized]
     theirs = head.predict_by_feat(cls_scores, bbox_preds, batch_img_metas=metas, rescale=False)
     for (our_boxes, our_scores), result in zip(ours, theirs):

@@ -91,6 +91,7 @@ class PersonBoxes:
     def __init__(self, head: Any, decoding: PersonDecoding, cuda_graphs: bool = False, blocks: int = 12) -> None:
         self.head, self.decoding = head, decoding
         self.replays = GraphCache(partial(self._best, blocks), "person decoding") if cuda_graphs else None
+        self.batches = self.decoded_again = 0  # how often the graph's blocks were too few (the benchmark says)
 
     def __call__(self, cls_scores: list[torch.Tensor], bbox_preds: list[torch.Tensor],
                  resized: list[tuple[int, int]]) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -100,7 +101,9 @@ class PersonBoxes:
         tensors = (*cls_scores, *bbox_preds, limits)
         rows, counts = self.replays(*tensors) if self.replays is not None else self._best(None, *tensors)
         counts = counts.cpu().numpy()
+        self.batches += 1
         if (counts < 0).any():
+            self.decoded_again += 1
             rows, counts = self._best(None, *tensors)
             counts = counts.cpu().numpy()
         rows = rows.cpu().numpy()  # one copy to the host; the split into images is numpy's
