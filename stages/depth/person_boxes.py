@@ -1,9 +1,9 @@
 """Person boxes from a point-based dense detection head (RTMDet's), decoded for the whole batch at once on the device.
 
 mmdet's `predict_by_feat` decodes one image at a time over all 80 classes: thresholding, a top-k over every
-(position, class) pair per level, box decoding and class-wise NMS, with host syncs in between. On a batch of 32
-frames that took 3.8 ms a frame on an H100, more than the detector's forward. The stage only ever uses the person
-class, so this module runs mmdet's same steps on that class alone, batched:
+(position, class) pair per level, box decoding and class-wise NMS, with host syncs in between: more time than the
+detector's forward (docs/depth.md). The stage only ever uses the person class, so this module runs mmdet's same
+steps on that class alone, batched:
 
   per level: sigmoid score of the person channel, `score > score_thr`, the `nms_pre` best candidates;
   boxes: prior point -/+ the predicted distances (already in pixels), clipped to the resized, unpadded image,
