@@ -59,15 +59,30 @@ def report(trace: dict, batches: int) -> list[str]:
     streams: dict[object, list[tuple[float, float]]] = defaultdict(list)
     for e in device:
         streams[e.get("tid")].append((e["ts"], e["ts"] + e["dur"]))
+    kernels: dict[object, Counter] = defaultdict(Counter)
+    for e in device:
+        kernels[e.get("tid")][e["name"][:60]] += e["dur"] / 1e3 / batches
+    masks = {}
     for stream, spans in sorted(streams.items(), key=lambda item: -len(item[1])):
-        lines.append(f"  stream {stream}: busy {covered(spans, start, bins).sum() * per_batch:.1f} ms per batch")
+        masks[stream] = covered(spans, start, bins)
+        top = "; ".join(f"{name} {ms:.1f}" for name, ms in kernels[stream].most_common(3))
+        lines.append(f"  stream {stream}: busy {masks[stream].sum() * per_batch:.1f} ms per batch (longest: {top})")
+    if len(masks) > 1:
+        # Two steps' streams overlap only where both have work queued and the GPU has room for both.
+        first, second = list(masks)[:2]
+        lines.append(f"  streams {first} and {second} both busy {(masks[first] & masks[second]).sum() * per_batch:.1f}"
+                     " ms per batch")
     threads: dict[object, dict[str, list[tuple[float, float]]]] = defaultdict(lambda: defaultdict(list))
     ops: dict[object, Counter] = defaultdict(Counter)
+    op_spans: dict[object, list[tuple[float, float, str]]] = defaultdict(list)
     for e in events:
         if e.get("cat") in HOST:
             threads[e["tid"]][state_of(e)].append((e["ts"], e["ts"] + e["dur"]))
             if e["cat"] == "cpu_op":
                 ops[e["tid"]][e["name"]] += 1
+                op_spans[e["tid"]].append((e["ts"], e["ts"] + e["dur"], e["name"]))
+    tops = {thread: outermost(sorted(spans, key=lambda span: (span[0], -span[1])))
+            for thread, spans in op_spans.items()}
     lines.append("while the GPU is idle, ms per batch each thread spends in:")
     for thread, states in sorted(threads.items(), key=lambda item: -sum(len(v) for v in item[1].values())):
         # A bin counts once per thread, for the most blocking state it is in (a sync inside an op is a sync).
@@ -80,7 +95,29 @@ def report(trace: dict, batches: int) -> list[str]:
         parts.append(f"none of these {left.sum() * per_batch:.1f}")
         names = ", ".join(name for name, _ in ops[thread].most_common(3))
         lines.append(f"  thread {thread} ({names or 'no ATen ops'}): " + ", ".join(parts))
+        during = idle_ops(tops.get(thread, []), idle, start, bins)
+        if during:
+            lines.append("    its outermost ops while the GPU is idle: " + "; ".join(
+                f"{name} {count * per_batch:.1f}" for name, count in during.most_common(4)))
     return lines
+
+
+def outermost(spans: list[tuple[float, float, str]]) -> list[tuple[float, float, str]]:
+    """The ops of one thread that no other op of it contains (`spans` sorted by start)."""
+    tops: list[tuple[float, float, str]] = []
+    for span in spans:
+        if not tops or span[0] >= tops[-1][1]:
+            tops.append(span)
+    return tops
+
+
+def idle_ops(spans: list[tuple[float, float, str]], idle: np.ndarray, start: float, bins: int) -> Counter:
+    """Idle GPU time bins inside each outermost op name."""
+    counts: Counter = Counter()
+    for begin, end, name in spans:
+        first = min(max(int((begin - start) // BIN_US), 0), bins)
+        counts[name] += int(idle[first:min(max(int(np.ceil((end - start) / BIN_US)), 0), bins)].sum())
+    return +counts
 
 
 def main() -> None:
