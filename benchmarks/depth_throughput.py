@@ -220,8 +220,9 @@ def stage_config(folder: Path, size: str, args: argparse.Namespace, precision: s
 def parts(stage, dataset: MMPoseDataset, items, batch: int, folder: Path) -> dict[str, float]:
     """ms per batch of each part alone (synchronised, median of 5): CPU decode (PIL, read-ahead threads), the same
     files read in those threads and decoded by nvJPEG (the stage's way on a GPU), upload of decoded frames,
-    detector, crops + RTMPose + SimCC, depth, run_frames; the stage's two steps as the worker runs them in two
-    threads (`prepare`: decode + detector on the second stream; `process`: pose + depth) and the batch's writes."""
+    detector, crops + RTMPose + SimCC, depth, run_frames; the stage's steps as the worker runs them in threads of
+    their own (`prepare`: its two preparation steps one after the other, decode and detector; `process`: pose +
+    depth) and the batch's writes."""
     from concurrent.futures import ThreadPoolExecutor
 
     from shardprep.stages.base import Work
@@ -483,18 +484,16 @@ def variants(stage, dataset: MMPoseDataset, items, folder: Path, size: str, args
             "tuned_s": tuned_s}
 
 
-def stream_priorities(stage, dataset: MMPoseDataset, items, folder: Path, size: str) -> dict[str, float]:
-    """Seconds of the loop on `items` with either step's stream at a higher priority than the other's: the GPU then
-    runs the queued blocks of that stream's kernels first, and the other stream's fill the rest (NaN on the CPU)."""
-    seconds = {"prepare_first_s": float("nan"), "process_first_s": float("nan")}
-    for step in ("prepare", "process") if stage.models.device.type == "cuda" else ():
-        saved = getattr(stage.models, f"{step}_stream")
-        setattr(stage.models, f"{step}_stream", torch.cuda.Stream(stage.models.device, priority=-1))
-        try:
-            seconds[f"{step}_first_s"] = staged(stage, dataset, items, folder / f"{step}-first-{size}")
-        finally:  # the later runs measure the stage as configured
-            setattr(stage.models, f"{step}_stream", saved)
-    return seconds
+def decode_in_detector_step(stage, dataset: MMPoseDataset, items, folder: Path, size: str) -> float:
+    """Seconds of the loop on `items` with decoding and detection in one preparation step, one batch ahead of
+    `process` (as before decoding had a step of its own): what decoding two batches ahead in a thread of its own
+    gives."""
+    decode, detect = stage.preparation()
+    stage.preparation = lambda: (lambda batch: detect(decode(batch)),)
+    try:
+        return staged(stage, dataset, items, folder / f"one-step-{size}")
+    finally:  # the later runs measure the stage as built
+        del stage.preparation
 
 
 def main() -> None:
@@ -508,8 +507,8 @@ def main() -> None:
     parser.add_argument("--device", default="cuda", help="cuda (the measurement) or cpu (a smoke run of the script)")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     parser.add_argument("--main-only", action="store_true",
-                        help="only the naive and stage rates, the parts, GPU busy, stream priorities and the depth "
-                             "model alone (e.g. for a second CPU count): no runs under other settings, no shard-plan "
+                        help="only the naive and stage rates, the parts, GPU busy, decoding in the detector's step "
+                             "and the depth model alone (e.g. for a second CPU count): no runs under other settings, no shard-plan "
                              "or fp32 comparison")
     parser.add_argument("--trace", type=Path, metavar="DIR",
                         help="also write a timeline of the loop over 8 batches (torch profiler: every thread's ops and "
@@ -557,7 +556,7 @@ def main() -> None:
             lock = lock_holders(stage, dataset, items, folder / f"lock-{size}", args.lock_profile / f"{size}-lock.txt") \
                 if args.lock_profile else {}
             graphed = {name: cache is not None and cache.enabled for name, cache in graph_replays(stage).items()}
-            first = stream_priorities(stage, dataset, items, folder, size)
+            one_step_s = decode_in_detector_step(stage, dataset, items, folder, size)
             other = dict.fromkeys(("cpu_decode_s", "default_stream_s", "no_graphs_s", "tuned_s"), float("nan")) \
                 if args.main_only else variants(stage, dataset, items, folder, size, args, graphed)
             person_boxes = None if stage.models.detector is None else stage.models.detector.person_boxes
@@ -581,8 +580,7 @@ def main() -> None:
                 "autotuned_fps": args.frames / other["tuned_s"], "cpu_decode_fps": args.frames / other["cpu_decode_s"],
                 "no_cuda_graphs_fps": args.frames / other["no_graphs_s"],
                 "process_on_default_stream_fps": args.frames / other["default_stream_s"], "nvjpeg_probe": probe,
-                "prepare_stream_first_fps": args.frames / first["prepare_first_s"],
-                "process_stream_first_fps": args.frames / first["process_first_s"],
+                "decode_in_detector_step_fps": args.frames / one_step_s,
                 "cuda_graphs": graphed, "person_decoding_again": decoded_again,
                 "cpu_decode_vs_nvjpeg": agreement(RunFolder(folder / f"cpu-decode-{size}").shard_folder(0),
                                                   RunFolder(folder / f"stage-{size}").shard_folder(0)),
@@ -615,10 +613,9 @@ def main() -> None:
             f"{name} {ms:.1f}" for name, ms in row["gpu_streams_ms_per_batch"].items() if ms >= 0.5))
         print(f"{'':>6} longest kernels, ms per batch: " + ", ".join(
             f"{name} {ms:.1f}" for name, ms in row["gpu_kernels_ms_per_batch"].items()))
-        print(f"{'':>6} process step on the legacy default stream (as before): "
-              f"{row['process_on_default_stream_fps']:.1f} f/s; prepare stream at a higher priority "
-              f"{row['prepare_stream_first_fps']:.1f} f/s, process stream at a higher priority "
-              f"{row['process_stream_first_fps']:.1f} f/s")
+        print(f"{'':>6} decoding in the detector's step, one batch ahead (as before): "
+              f"{row['decode_in_detector_step_fps']:.1f} f/s; process step on the legacy default stream (as before): "
+              f"{row['process_on_default_stream_fps']:.1f} f/s")
         if row["lock_holders"]:
             threads, functions = row["lock_holders"]["threads"], row["lock_holders"]["functions"]
             print(f"{'':>6} Python's lock held in ~{100 * row['lock_holders']['held']:.0f}% of the loop; by thread: "

@@ -12,6 +12,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import ExitStack
 from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
@@ -136,18 +137,23 @@ def processed_batches(stage: Stage, dataset: Dataset, batches: Sequence[Sequence
     there for its composition only); yield each batch's outcomes of those items (None, or the item's error) once
     written.
 
-    Three steps overlap: while batch N is processed, batch N+1 is prepared (`Stage.prepare`) in one thread and batch
-    N-1 written in another. Writing and validating an item's outputs can cost a good part of processing it (a fifth
+    The steps overlap: while batch N is processed, the batches after it go through the stage's `preparation`
+    steps (batch N+1 in the last, N+2 in the one before...), each step in a thread of its own, and batch N-1 is
+    written in another. Writing and validating an item's outputs can cost a good part of processing it (a fifth
     of a GPU stage's time per item in its benchmark, the GPU idle meanwhile). A kill loses at most the batches in
-    those three steps.
+    those steps.
     """
     items = [item for batch in batches for item in batch]
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="write") as writer, \
-            ThreadPoolExecutor(max_workers=1, thread_name_prefix="prepare") as preparer:
+    steps = stage.preparation()
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="write") as writer, ExitStack() as threads:
+        preparation = Preparation(steps, [threads.enter_context(ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix=f"prepare{index}")) for index in range(len(steps))])
         writing: Future[list[Outcome]] | None = None
-        works = _read_ahead(stage.reader(dataset), items, missing, stage.read_workers, stage.batch_size)
-        for batch, prepared in _prepared_ahead(stage, preparer, _batches(works, [len(batch) for batch in batches])):
-            results = _process(stage, batch, prepared, preparer)
+        # Reads run ahead of the batch being processed by the batches in preparation (at least one) and one more.
+        works = _read_ahead(stage.reader(dataset), items, missing, stage.read_workers,
+                            (max(len(steps), 1) + 1) * stage.batch_size)
+        for batch, prepared in _prepared_ahead(preparation, _batches(works, [len(batch) for batch in batches])):
+            results = _process(stage, batch, prepared, preparation)
             if writing is not None:
                 yield writing.result()
             writing = writer.submit(_write_batch, store, batch, results, write)
@@ -157,10 +163,11 @@ def processed_batches(stage: Stage, dataset: Dataset, batches: Sequence[Sequence
 
 def _read_ahead(
     read: Callable[[Item], Any], items: Sequence[Item], missing: dict[str, frozenset[str]], workers: int,
-    batch_size: int,
+    ahead: int,
 ) -> Iterator[Work | ReadFailure]:
-    """Read items in background threads, a bounded window ahead, yielding them in order."""
-    window = max(2 * batch_size, workers)
+    """Read items in background threads, at least `ahead` items (and one per worker) ahead, yielding them in
+    order."""
+    window = max(ahead, workers)
     with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="read") as pool:
         pending: deque[tuple[Item, Future[Any]]] = deque()
         queue = iter(items)
@@ -214,28 +221,51 @@ def _write_batch(store: ShardStore, batch: Sequence[Work | ReadFailure],
     return outcomes
 
 
-def _prepared_ahead(stage: Stage, preparer: ThreadPoolExecutor, batches: Iterable[list[Work] | list[ReadFailure]],
+class Preparation:
+    """A stage's `preparation` steps, each in its one-thread executor: a batch goes through them in order, and the
+    batches follow one another through each (a step's thread sees one batch at a time, in the plan's order)."""
+
+    def __init__(self, steps: Sequence[Callable[[Sequence[Work]], Sequence[Work]]],
+                 executors: Sequence[ThreadPoolExecutor]) -> None:
+        self.steps, self.executors = steps, executors
+
+    @property
+    def depth(self) -> int:
+        """How many batches are in preparation at once, one per step."""
+        return len(self.steps)
+
+    def submit(self, batch: list[Work] | list[ReadFailure]) -> Future[Sequence[Work | ReadFailure]]:
+        """The prepared batch, once its last step is done; the error of the first step that failed on it."""
+        future: Future[Sequence[Work | ReadFailure]] = Future()
+        future.set_result(batch)
+        if isinstance(batch[0], ReadFailure):
+            return future
+        for step, executor in zip(self.steps, self.executors):
+            future = executor.submit(_after, step, future)
+        return future
+
+
+def _after(step: Callable[[Sequence[Work]], Sequence[Work]], previous: Future[Sequence[Work]]) -> Sequence[Work]:
+    return step(previous.result())
+
+
+def _prepared_ahead(preparation: Preparation, batches: Iterable[list[Work] | list[ReadFailure]],
                     ) -> Iterator[tuple[list[Work] | list[ReadFailure], Future[Sequence[Work]]]]:
-    """Each batch with its `Stage.prepare` under way in `preparer`: the next batch's is started before a batch is
-    handed on."""
-    pending = None
+    """Each batch with its preparation under way: the next `preparation.depth` batches' are started before a
+    batch is handed on."""
+    pending: deque[tuple[list[Work] | list[ReadFailure], Future[Sequence[Work]]]] = deque()
     for batch in batches:
-        started = (batch, preparer.submit(_prepare, stage, batch))
-        if pending is not None:
-            yield pending
-        pending = started
-    if pending is not None:
-        yield pending
-
-
-def _prepare(stage: Stage, batch: list[Work] | list[ReadFailure]) -> Sequence[Work | ReadFailure]:
-    return batch if isinstance(batch[0], ReadFailure) else stage.prepare(batch)
+        pending.append((batch, preparation.submit(batch)))
+        if len(pending) > preparation.depth:
+            yield pending.popleft()
+    while pending:
+        yield pending.popleft()
 
 
 def _process(stage: Stage, batch: list[Work] | list[ReadFailure], prepared: Future[Sequence[Work]],
-             preparer: ThreadPoolExecutor) -> list[ItemResult | BaseException]:
-    """Run the stage on a prepared batch; if the whole batch fails (in `prepare` or `process`), retry item by item
-    so one bad item fails alone (prepared in `preparer` too: a stage's prepare runs in one thread only)."""
+             preparation: Preparation) -> list[ItemResult | BaseException]:
+    """Run the stage on a prepared batch; if the whole batch fails (in a preparation step or `process`), retry item
+    by item so one bad item fails alone (prepared through the same step threads: each step runs in one thread)."""
     if isinstance(batch[0], ReadFailure):
         return [batch[0].error]
     try:
@@ -244,7 +274,7 @@ def _process(stage: Stage, batch: list[Work] | list[ReadFailure], prepared: Futu
         if len(batch) == 1:
             return [error]
         log.warning("batch of %d failed (%s); retrying its items one by one", len(batch), error)
-        return [_process(stage, [work], preparer.submit(_prepare, stage, [work]), preparer)[0] for work in batch]
+        return [_process(stage, [work], preparation.submit([work]), preparation)[0] for work in batch]
     if len(results) != len(batch):
         raise RuntimeError(f"stage {stage.name} returned {len(results)} results for {len(batch)} items")
     return results

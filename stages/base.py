@@ -73,10 +73,18 @@ class Stage(ABC):
         versions): recorded per attempt, so a resume elsewhere is noticed and a merge can say what made its files."""
         return {}
 
+    def preparation(self) -> Sequence[Callable[[Sequence[Work]], Sequence[Work]]]:
+        """The first parts of a batch's processing, in order; each returns the batch, payloads possibly replaced,
+        that the next part (and after the last, `process`) gets. The runtime runs each step in a thread of its own,
+        one batch after the other: with steps (decode, detect), batch N+2 is decoded while batch N+1's detector and
+        batch N's `process` run, so a GPU stage keeps its JPEG engines and its streams busy at once. None by
+        default: `process` gets the batch as read."""
+        return ()
+
     def prepare(self, batch: Sequence[Work]) -> Sequence[Work]:
-        """The first part of a batch's processing, run one batch ahead of `process` in a thread of its own (a GPU
-        stage's decoding and first network on a second CUDA stream, so the device works on two batches at once).
-        Its returned batch, payloads possibly replaced, is what `process` gets; by default the batch as read."""
+        """All of `preparation`'s steps on one batch, in this thread (tests, benchmarks)."""
+        for step in self.preparation():
+            batch = step(batch)
         return batch
 
     @abstractmethod

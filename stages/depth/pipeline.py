@@ -9,6 +9,7 @@ on another (`Models.on_process_stream`).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -48,44 +49,40 @@ class Models:
     depth: DepthEstimator
     score_threshold: float
     pose_batch: int
+    decode_stream: torch.cuda.Stream | None = None
     prepare_stream: torch.cuda.Stream | None = None
     process_stream: torch.cuda.Stream | None = None
 
     def __post_init__(self) -> None:
-        # Neither step runs on the legacy default stream: work a library queues on a blocking stream of its own
+        # No step runs on the legacy default stream: work a library queues on a blocking stream of its own
         # (cudaStreamCreate, as torchvision's stable-ABI nvJPEG decoder does) waits for everything queued there, so
         # pose and depth of batch N there would hold batch N+1's decoding back. torchvision 0.26's decoder does not
-        # wait (the benchmark's nvJPEG probe); with two streams of our own it does not matter which one is installed.
+        # wait (the benchmark's nvJPEG probe); with streams of our own it does not matter which one is installed.
         if self.device.type == "cuda":
+            self.decode_stream = self.decode_stream or torch.cuda.Stream(self.device)
             self.prepare_stream = self.prepare_stream or torch.cuda.Stream(self.device)
             self.process_stream = self.process_stream or torch.cuda.Stream(self.device)
 
-    @contextmanager
-    def on_prepare_stream(self) -> Iterator[None]:
+    def on_decode_stream(self) -> contextlib.AbstractContextManager[None]:
+        """Device work queued in the block goes to the decode stream and is finished when the block ends. Tensors
+        made there and used later on another stream must be `adopt`ed by it."""
+        return _on(self.decode_stream, finish=True)
+
+    def on_prepare_stream(self) -> contextlib.AbstractContextManager[None]:
         """Device work queued in the block goes to the prepare stream and is finished when the block ends.
         Tensors made there and used later on another stream must be `adopt`ed by it."""
-        if self.prepare_stream is None:
-            yield
-            return
-        with torch.cuda.stream(self.prepare_stream):
-            yield
-        self.prepare_stream.synchronize()
+        return _on(self.prepare_stream, finish=True)
 
-    @contextmanager
-    def on_process_stream(self) -> Iterator[None]:
+    def on_process_stream(self) -> contextlib.AbstractContextManager[None]:
         """Device work queued in the block goes to the process stream (its results reach the host through
         device-to-host copies, which wait for it)."""
-        if self.process_stream is None:
-            yield
-            return
-        with torch.cuda.stream(self.process_stream):
-            yield
+        return _on(self.process_stream, finish=False)
 
     def adopt(self, tensors: Sequence[torch.Tensor]) -> None:
-        """Tensors made on the prepare stream, now used on the current one: their memory is not handed out again
-        until the current stream's queued work on them is done (the caching allocator only knows the stream that
-        allocated a block)."""
-        if self.prepare_stream is not None:
+        """Tensors made on another of our streams, now used on the current one: their memory is not handed out
+        again until the current stream's queued work on them is done (the caching allocator only knows the stream
+        that allocated a block)."""
+        if self.device.type == "cuda":
             current = torch.cuda.current_stream(self.device)
             for tensor in tensors:
                 tensor.record_stream(current)
@@ -124,6 +121,19 @@ class Models:
             score_threshold=float(detector.get("score_threshold", 0.3)),
             pose_batch=pose_batch,
         )
+
+
+@contextmanager
+def _on(stream: torch.cuda.Stream | None, finish: bool) -> Iterator[None]:
+    """Device work queued in the block goes to `stream` (none: the current one, as on the CPU); with `finish`, the
+    host waits for it at the block's end."""
+    if stream is None:
+        yield
+        return
+    with torch.cuda.stream(stream):
+        yield
+    if finish:
+        stream.synchronize()
 
 
 def run_frames(models: Models, frames: list[torch.Tensor], annotated: Sequence[np.ndarray | None],

@@ -4,8 +4,9 @@ Per batch of frames: (1) a person box, from RTMDet run on the batch or from the 
 chosen by selection.py's rule; (2) RTMPose on the batch of crops, COCO -> H36M; (3) Depth Anything V2 metric on the
 frames, one forward per resolution; (4) per-joint depth sampled from it. A frame with no box is a recorded frame
 (`detected=False`, zeros), not an error; a payload that is not an RGB image fails alone.
-Decoding and (1) are `prepare`, which the runtime runs one batch ahead in a thread of its own, on the models' prepare
-stream; (2)-(4) are `process`, on their process stream: on a GPU the two batches' work overlaps.
+Decoding and (1) are the two `preparation` steps, which the runtime runs two and one batches ahead in threads of
+their own, on the models' decode and prepare streams; (2)-(4) are `process`, on their process stream: on a GPU
+three batches' work overlaps (the JPEG engines decoding one, the detector on the next, pose and depth on the third).
 """
 
 from __future__ import annotations
@@ -37,8 +38,19 @@ SWITCHES = ("auto", True, False)
 
 
 @dataclass
+class DecodedFrame:
+    """A work item's payload after `decode_frames`: its frame on the device (or why it has none) and its annotated
+    box, if any."""
+
+    frame: Any  # torch.Tensor (3, H, W) uint8, or the ValueError that fails the item
+    bbox_gt: np.ndarray | None
+    use_gt_box: bool
+
+
+@dataclass
 class DetectedFrame:
-    """A work item's payload after `prepare`: its frame on the device (or why it has none) and its chosen box."""
+    """A work item's payload after `find_people`: its frame on the device (or why it has none) and its chosen
+    box."""
 
     frame: Any  # torch.Tensor (3, H, W) uint8, or the ValueError that fails the item
     box: np.ndarray | None
@@ -123,19 +135,35 @@ class DepthStage(Stage):
 
         return decodes_on_device(self.decode, self.models.device)
 
-    def prepare(self, batch: Sequence[Work]) -> list[Work]:
-        """Frames decoded onto the device and their person boxes chosen, on the models' prepare stream."""
+    def preparation(self) -> tuple[Callable[[Sequence[Work]], list[Work]], ...]:
+        return (self.decode_frames, self.find_people)
+
+    def decode_frames(self, batch: Sequence[Work]) -> list[Work]:
+        """Frames onto the device (nvJPEG: the GPU's JPEG engines), on the models' decode stream: the detector
+        meanwhile runs on the batch before."""
         from shardprep.stages.depth.decode import frames_on_device
+
+        with self.models.on_decode_stream():
+            frames = frames_on_device([work.payload for work in batch], self.models.device)
+        return [Work(work.item, DecodedFrame(frame, None, False) if isinstance(frame, ValueError) else DecodedFrame(
+            frame, work.payload.get("bbox_gt"), bool(work.payload.get("use_gt_box", False))), work.todo)
+            for work, frame in zip(batch, frames)]
+
+    def find_people(self, batch: Sequence[Work]) -> list[Work]:
+        """Each decoded frame's person box, chosen on the models' prepare stream."""
         from shardprep.stages.depth.pipeline import choose_boxes
 
-        with self.models.on_prepare_stream():
-            decoded = frames_on_device([work.payload for work in batch], self.models.device)
-            usable = [index for index, frame in enumerate(decoded) if not isinstance(frame, ValueError)]
-            payloads = [batch[index].payload for index in usable]
-            boxes = dict(zip(usable, choose_boxes(
-                self.models, [decoded[index] for index in usable], [payload.get("bbox_gt") for payload in payloads],
-                [bool(payload.get("use_gt_box", False)) for payload in payloads]))) if usable else {}
-        return [Work(work.item, DetectedFrame(frame, boxes.get(index)), work.todo)
+        decoded: list[DecodedFrame] = [work.payload for work in batch]
+        usable = [index for index, frame in enumerate(decoded) if not isinstance(frame.frame, ValueError)]
+        boxes: dict[int, np.ndarray | None] = {}
+        if usable:
+            with self.models.on_prepare_stream():
+                frames = [decoded[index].frame for index in usable]
+                self.models.adopt(frames)
+                boxes = dict(zip(usable, choose_boxes(
+                    self.models, frames, [decoded[index].bbox_gt for index in usable],
+                    [decoded[index].use_gt_box for index in usable])))
+        return [Work(work.item, DetectedFrame(frame.frame, boxes.get(index)), work.todo)
                 for index, (work, frame) in enumerate(zip(batch, decoded))]
 
     def process(self, batch: Sequence[Work]) -> list[ItemResult | BaseException]:
