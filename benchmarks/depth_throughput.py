@@ -24,6 +24,7 @@ through an fp32, eager stage), which isolates the pipeline from the precision.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import sys
@@ -221,8 +222,8 @@ def parts(stage, dataset: MMPoseDataset, items, batch: int, folder: Path) -> dic
     """ms per batch of each part alone (synchronised, median of 5): CPU decode (PIL, read-ahead threads), the same
     files read in those threads and decoded by nvJPEG (the stage's way on a GPU), upload of decoded frames,
     detector, crops + RTMPose + SimCC, depth, run_frames; the stage's steps as the worker runs them in threads of
-    their own (`prepare`: its two preparation steps one after the other, decode and detector; `process`: pose +
-    depth) and the batch's writes."""
+    their own (`prepare`: its preparation steps one after the other, decode, detector and depth; `process`: pose
+    and depth sampling) and the batch's writes."""
     from concurrent.futures import ThreadPoolExecutor
 
     from shardprep.stages.base import Work
@@ -271,8 +272,7 @@ def parts(stage, dataset: MMPoseDataset, items, batch: int, folder: Path) -> dic
         "upload": timed(lambda: [torch.from_numpy(np.ascontiguousarray(i)).to(device) for i in images]),
         "detector": timed(lambda: choose_boxes(models, frames, annotated, flags)),
         "crops_pose_simcc": timed(lambda: estimate_keypoints(frames, boxes, models.pose, models.pose_batch)),
-        "depth_sampling": timed(lambda: sample_depths(depth_forwards(models, frames, boxes), poses, len(frames),
-                                                     stage.radius)),
+        "depth_sampling": timed(lambda: sample_depths(depth_forwards(models, frames, boxes), poses, stage.radius)),
         "run_frames": timed(lambda: run_frames(models, frames, annotated, stage.radius, flags)),
         "prepare": timed(lambda: stage.prepare(works)),
         "process": timed(lambda: stage.process(prepared)),
@@ -294,7 +294,7 @@ def gpu_busy(stage, dataset: MMPoseDataset, items, run_dir: Path) -> dict:
     """How busy the GPU is during the worker loop on `items`, from the torch profiler's record of every kernel, copy
     and fill on the device: `busy`, the union of their intervals over the loop's wall time (NaN where the profiler
     records none: no CUPTI); per CUDA stream, ms per batch of its own activity and its longest kernel's name
-    (`streams`: the prepare and process steps' streams, nvJPEG's, capture streams); and the five kernels that took
+    (`streams`: the stage's steps' streams, nvJPEG's, capture streams); and the five kernels that took
     the most time, ms per batch (`kernels`)."""
     from collections import Counter
 
@@ -455,9 +455,10 @@ def variants(stage, dataset: MMPoseDataset, items, folder: Path, size: str, args
     stage.decode = "auto"
     # The same with the process step on the legacy default stream, as before it had a stream of its own
     # (pipeline.Models says why).
-    process_stream, stage.models.process_stream = stage.models.process_stream, None
+    streams = dict(stage.models.streams)
+    stage.models.streams.pop("process", None)
     default_stream_s = staged(stage, dataset, items, folder / f"default-stream-{size}")
-    stage.models.process_stream = process_stream
+    stage.models.streams.update(streams)
     # The same, compiled but not replayed as CUDA graphs (stage.cuda_graphs=false): what the graphs give.
     replays = graph_replays(stage)
     for cache in replays.values():
@@ -484,12 +485,11 @@ def variants(stage, dataset: MMPoseDataset, items, folder: Path, size: str, args
             "tuned_s": tuned_s}
 
 
-def decode_in_detector_step(stage, dataset: MMPoseDataset, items, folder: Path, size: str) -> float:
-    """Seconds of the loop on `items` with decoding and detection in one preparation step, one batch ahead of
-    `process` (as before decoding had a step of its own): what decoding two batches ahead in a thread of its own
-    gives."""
-    decode, detect = stage.preparation()
-    stage.preparation = lambda: (lambda batch: detect(decode(batch)),)
+def one_preparation_step(stage, dataset: MMPoseDataset, items, folder: Path, size: str) -> float:
+    """Seconds of the loop on `items` with the stage's preparation steps (decode, detect, depth) run as one step,
+    one batch ahead of `process`: what running each step in a thread of its own, on successive batches, gives."""
+    steps = stage.preparation()
+    stage.preparation = lambda: (lambda batch: functools.reduce(lambda done, step: step(done), steps, batch),)
     try:
         return staged(stage, dataset, items, folder / f"one-step-{size}")
     finally:  # the later runs measure the stage as built
@@ -507,7 +507,7 @@ def main() -> None:
     parser.add_argument("--device", default="cuda", help="cuda (the measurement) or cpu (a smoke run of the script)")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     parser.add_argument("--main-only", action="store_true",
-                        help="only the naive and stage rates, the parts, GPU busy, decoding in the detector's step "
+                        help="only the naive and stage rates, the parts, GPU busy, the preparation as one step "
                              "and the depth model alone (e.g. for a second CPU count): no runs under other settings, no shard-plan "
                              "or fp32 comparison")
     parser.add_argument("--trace", type=Path, metavar="DIR",
@@ -556,7 +556,7 @@ def main() -> None:
             lock = lock_holders(stage, dataset, items, folder / f"lock-{size}", args.lock_profile / f"{size}-lock.txt") \
                 if args.lock_profile else {}
             graphed = {name: cache is not None and cache.enabled for name, cache in graph_replays(stage).items()}
-            one_step_s = decode_in_detector_step(stage, dataset, items, folder, size)
+            one_step_s = one_preparation_step(stage, dataset, items, folder, size)
             other = dict.fromkeys(("cpu_decode_s", "default_stream_s", "no_graphs_s", "tuned_s"), float("nan")) \
                 if args.main_only else variants(stage, dataset, items, folder, size, args, graphed)
             person_boxes = None if stage.models.detector is None else stage.models.detector.person_boxes
@@ -580,7 +580,7 @@ def main() -> None:
                 "autotuned_fps": args.frames / other["tuned_s"], "cpu_decode_fps": args.frames / other["cpu_decode_s"],
                 "no_cuda_graphs_fps": args.frames / other["no_graphs_s"],
                 "process_on_default_stream_fps": args.frames / other["default_stream_s"], "nvjpeg_probe": probe,
-                "decode_in_detector_step_fps": args.frames / one_step_s,
+                "one_preparation_step_fps": args.frames / one_step_s,
                 "cuda_graphs": graphed, "person_decoding_again": decoded_again,
                 "cpu_decode_vs_nvjpeg": agreement(RunFolder(folder / f"cpu-decode-{size}").shard_folder(0),
                                                   RunFolder(folder / f"stage-{size}").shard_folder(0)),
@@ -613,8 +613,8 @@ def main() -> None:
             f"{name} {ms:.1f}" for name, ms in row["gpu_streams_ms_per_batch"].items() if ms >= 0.5))
         print(f"{'':>6} longest kernels, ms per batch: " + ", ".join(
             f"{name} {ms:.1f}" for name, ms in row["gpu_kernels_ms_per_batch"].items()))
-        print(f"{'':>6} decoding in the detector's step, one batch ahead (as before): "
-              f"{row['decode_in_detector_step_fps']:.1f} f/s; process step on the legacy default stream (as before): "
+        print(f"{'':>6} preparation (decode, detector, depth) as one step, one batch ahead: "
+              f"{row['one_preparation_step_fps']:.1f} f/s; process step on the legacy default stream (as before): "
               f"{row['process_on_default_stream_fps']:.1f} f/s")
         if row["lock_holders"]:
             threads, functions = row["lock_holders"]["threads"], row["lock_holders"]["functions"]

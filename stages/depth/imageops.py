@@ -49,8 +49,8 @@ def crop_grids(crops: Sequence[TopdownCrop], image_size: tuple[int, int], device
     """
     width_in, height_in = crops[0].input_size
     height, width = image_size
-    center = torch.tensor(np.array([crop.center for crop in crops]), device=device, dtype=torch.float64)
-    scale = torch.tensor(np.array([crop.scale for crop in crops]), device=device, dtype=torch.float64)
+    boxes = uploaded(np.array([[*crop.center, *crop.scale] for crop in crops], dtype=np.float64), device)
+    center, scale = boxes[:, :2], boxes[:, 2:]
     u = torch.arange(width_in, device=device, dtype=torch.float64)
     v = torch.arange(height_in, device=device, dtype=torch.float64)
     x = center[:, 0:1] + (u - width_in / 2) * scale[:, 0:1] / width_in  # (n, W_in)
@@ -58,6 +58,16 @@ def crop_grids(crops: Sequence[TopdownCrop], image_size: tuple[int, int], device
     gx = ((2 * x + 1) / width - 1)[:, None, :].expand(-1, height_in, -1)
     gy = ((2 * y + 1) / height - 1)[:, :, None].expand(-1, -1, width_in)
     return torch.stack([gx, gy], dim=-1).float()
+
+
+def uploaded(array: np.ndarray, device: torch.device) -> torch.Tensor:
+    """`array` on `device`, queued without the host waiting: from pageable memory a copy to the GPU returns only
+    once the stream has run everything queued before it (the depth forwards), and the host could queue nothing
+    meanwhile; from pinned memory it is queued like a kernel."""
+    tensor = torch.from_numpy(array)
+    if device.type != "cuda":
+        return tensor.to(device)
+    return tensor.pin_memory().to(device, non_blocking=True)
 
 
 def warp_crops(frames: Sequence[torch.Tensor], crops: Sequence[TopdownCrop]) -> torch.Tensor:

@@ -175,7 +175,9 @@ class PoseEstimator:
         self.input_size = tuple(int(v) for v in affine["input_size"])  # (W, H)
         self.padding = float(_pipeline_step(self.model.cfg, "GetBBoxCenterScale").get("padding", 1.25))
         self.flip_test = bool(self.model.test_cfg.get("flip_test", False))
-        self.flip_indices = self.model.dataset_meta["flip_indices"]
+        # On the device once: indexing with the list would upload it every call from pageable memory, a copy the
+        # host waits for behind all the work queued on the stream.
+        self.flip_indices = torch.tensor(self.model.dataset_meta["flip_indices"], device=device)
         self.mean, self.std, self.rgb = _normalizer(self.model.data_preprocessor, device)
         self.features = features
         self.feature_channels = int(self.model.head.in_channels)

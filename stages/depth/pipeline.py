@@ -2,9 +2,9 @@
 
 Frames are uploaded to the device once, as uint8; every resampling happens there. Detection runs on the whole
 batch, pose on the batch of chosen boxes' crops, depth on the frames that have a person, one forward per resolution.
-Detection (`choose_boxes`) and the rest (`pose_and_depth`) are separate steps so the stage can run a batch's
-decoding and detection on one CUDA stream (`Models.on_prepare_stream`) while the previous batch's pose and depth run
-on another (`Models.on_process_stream`).
+Decoding, detection (`choose_boxes`), depth (`depth_forwards`) and the rest (`keypoint_arrays`) can run as
+separate steps, each on a CUDA stream of its own (`Models.on`): the stage runs them on
+successive batches at once.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import contextlib
 import logging
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
@@ -30,6 +30,8 @@ from shardprep.stages.depth.sampling import features_at, joint_depths
 from shardprep.stages.depth.selection import select_person
 
 log = logging.getLogger(__name__)
+
+STEPS = ("decode", "detect", "depth", "process")
 
 
 class CropModel(Protocol):
@@ -49,9 +51,8 @@ class Models:
     depth: DepthEstimator
     score_threshold: float
     pose_batch: int
-    decode_stream: torch.cuda.Stream | None = None
-    prepare_stream: torch.cuda.Stream | None = None
-    process_stream: torch.cuda.Stream | None = None
+    # Per step (decode, detect, depth, process) its CUDA stream; none on the CPU.
+    streams: dict[str, torch.cuda.Stream] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         # No step runs on the legacy default stream: work a library queues on a blocking stream of its own
@@ -59,24 +60,14 @@ class Models:
         # pose and depth of batch N there would hold batch N+1's decoding back. torchvision 0.26's decoder does not
         # wait (the benchmark's nvJPEG probe); with streams of our own it does not matter which one is installed.
         if self.device.type == "cuda":
-            self.decode_stream = self.decode_stream or torch.cuda.Stream(self.device)
-            self.prepare_stream = self.prepare_stream or torch.cuda.Stream(self.device)
-            self.process_stream = self.process_stream or torch.cuda.Stream(self.device)
+            for step in STEPS:
+                self.streams.setdefault(step, torch.cuda.Stream(self.device))
 
-    def on_decode_stream(self) -> contextlib.AbstractContextManager[None]:
-        """Device work queued in the block goes to the decode stream and is finished when the block ends. Tensors
-        made there and used later on another stream must be `adopt`ed by it."""
-        return _on(self.decode_stream, finish=True)
-
-    def on_prepare_stream(self) -> contextlib.AbstractContextManager[None]:
-        """Device work queued in the block goes to the prepare stream and is finished when the block ends.
-        Tensors made there and used later on another stream must be `adopt`ed by it."""
-        return _on(self.prepare_stream, finish=True)
-
-    def on_process_stream(self) -> contextlib.AbstractContextManager[None]:
-        """Device work queued in the block goes to the process stream (its results reach the host through
-        device-to-host copies, which wait for it)."""
-        return _on(self.process_stream, finish=False)
+    def on(self, step: str) -> contextlib.AbstractContextManager[None]:
+        """Device work queued in the block goes to `step`'s stream. A decode, detect or depth block is finished
+        when it ends: the next step, in another thread, takes its tensors (and must `adopt` them). A process
+        block's results reach the host through device-to-host copies, which wait for it."""
+        return _on(self.streams.get(step), finish=step != "process")
 
     def adopt(self, tensors: Sequence[torch.Tensor]) -> None:
         """Tensors made on another of our streams, now used on the current one: their memory is not handed out
@@ -146,16 +137,22 @@ def run_frames(models: Models, frames: list[torch.Tensor], annotated: Sequence[n
 
 def pose_and_depth(models: Models, frames: list[torch.Tensor], boxes: list[np.ndarray | None],
                    radius: int) -> list[dict[str, np.ndarray]]:
-    """The schema's arrays for each frame given its chosen box (or None): keypoints, then depth at them.
+    """The schema's arrays for each frame given its chosen box (or None): depth and keypoints, then depth at them.
 
     The depth forwards need only which frames have a box, so they are queued first: the device runs them while the
     host waits for the keypoints, rather than idling between the pose model's results and the depth launch."""
-    forwards = depth_forwards(models, frames, boxes)
+    return keypoint_arrays(models, frames, boxes, depth_forwards(models, frames, boxes), radius)
+
+
+def keypoint_arrays(models: Models, frames: list[torch.Tensor], boxes: list[np.ndarray | None],
+                    depths: list[DepthRow | None], radius: int) -> list[dict[str, np.ndarray]]:
+    """The schema's arrays for each frame given its chosen box and its depth (`depth_forwards`; None without a
+    box): keypoints, then depth at them."""
     poses = estimate_keypoints(frames, boxes, models.pose, models.pose_batch)
-    depths = sample_depths(forwards, poses, len(frames), radius)
+    sampled = sample_depths(depths, poses, radius)
     channels = feature_channels(models)
     return [frame_arrays(tuple(frame.shape[1:]), box, pose, depth, radius, channels)
-            for frame, box, pose, depth in zip(frames, boxes, poses, depths)]
+            for frame, box, pose, depth in zip(frames, boxes, poses, sampled)]
 
 
 def feature_channels(models: Models) -> dict[str, int]:
@@ -212,38 +209,59 @@ def to_image(crops: Sequence[TopdownCrop], points: np.ndarray) -> np.ndarray:
 
 @dataclass
 class DepthForward:
-    """One depth forward's output: frames `indices` of `image_size`, their depth (B, h, w) and, with features, the
-    decoder's last fused maps (else None)."""
+    """One depth forward's output: frames of `image_size`, their depth (B, h, w) and, with features, the decoder's
+    last fused maps (else None)."""
 
-    indices: list[int]
     image_size: tuple[int, int]
     depth: torch.Tensor
     decoder_maps: torch.Tensor | None
 
+    def tensors(self) -> list[torch.Tensor]:
+        return [self.depth] if self.decoder_maps is None else [self.depth, self.decoder_maps]
 
-def depth_forwards(models: Models, frames: list[torch.Tensor], boxes: list[np.ndarray | None]) -> list[DepthForward]:
-    """Depth of each frame with a box, one forward per resolution (and per depth batch); queued, not waited for."""
+
+@dataclass
+class DepthRow:
+    """A frame's depth: row `row` of a forward it shares with the batch's other frames of its size."""
+
+    forward: DepthForward
+    row: int
+
+
+def depth_forwards(models: Models, frames: list[torch.Tensor],
+                   boxes: list[np.ndarray | None]) -> list[DepthRow | None]:
+    """Per frame its depth, for each frame with a box (else None); one forward per resolution (and per depth batch),
+    queued, not waited for."""
     with_box = [index for index, box in enumerate(boxes) if box is not None]
-    out = []
+    out: list[DepthRow | None] = [None] * len(frames)
     for size, group in same_size([frames[index] for index in with_box]).items():
         members = [with_box[position] for position in group]
         for part in chunks(len(members), models.depth.batch_size):
             indices = members[part]
-            depth, maps = models.depth(torch.stack([frames[i] for i in indices]))
-            out.append(DepthForward(indices, size, depth, maps))
+            forward = DepthForward(size, *models.depth(torch.stack([frames[i] for i in indices])))
+            for row, index in enumerate(indices):
+                out[index] = DepthRow(forward, row)
     return out
 
 
-def sample_depths(forwards: list[DepthForward], poses: list[dict[str, np.ndarray] | None], count: int,
+def sample_depths(depths: list[DepthRow | None], poses: list[dict[str, np.ndarray] | None],
                   radius: int) -> list[dict[str, np.ndarray] | None]:
-    """Per-joint depth (sampling.py) of each of `count` frames at its keypoints; None where it has no keypoints."""
-    out: list[dict[str, np.ndarray] | None] = [None] * count
-    for forward in forwards:
-        keypoints = np.stack([poses[i]["keypoints"] for i in forward.indices])
+    """Per-joint depth (sampling.py) of each frame at its keypoints, one call per forward; None where it has no
+    depth."""
+    out: list[dict[str, np.ndarray] | None] = [None] * len(depths)
+    forwards: dict[int, tuple[DepthForward, list[int]]] = {}
+    for index, depth in enumerate(depths):
+        if depth is not None:
+            forwards.setdefault(id(depth.forward), (depth.forward, []))[1].append(index)
+    for forward, members in forwards.values():
+        members.sort(key=lambda index: depths[index].row)
+        if [depths[index].row for index in members] != list(range(len(forward.depth))):
+            raise RuntimeError("a depth forward's frames are not all in the batch being sampled")
+        keypoints = np.stack([poses[index]["keypoints"] for index in members])
         sampled = joint_depths(forward.depth, forward.image_size, keypoints, radius)
         if forward.decoder_maps is not None:
             sampled["depth_features"] = features_at(forward.decoder_maps, keypoints, forward.image_size)
-        for row, index in enumerate(forward.indices):
+        for row, index in enumerate(members):
             out[index] = {key: value[row] for key, value in sampled.items()}
     return out
 

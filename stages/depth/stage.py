@@ -4,15 +4,16 @@ Per batch of frames: (1) a person box, from RTMDet run on the batch or from the 
 chosen by selection.py's rule; (2) RTMPose on the batch of crops, COCO -> H36M; (3) Depth Anything V2 metric on the
 frames, one forward per resolution; (4) per-joint depth sampled from it. A frame with no box is a recorded frame
 (`detected=False`, zeros), not an error; a payload that is not an RGB image fails alone.
-Decoding and (1) are the two `preparation` steps, which the runtime runs two and one batches ahead in threads of
-their own, on the models' decode and prepare streams; (2)-(4) are `process`, on their process stream: on a GPU
-three batches' work overlaps (the JPEG engines decoding one, the detector on the next, pose and depth on the third).
+Decoding, (1) and (3) are the `preparation` steps, which the runtime runs three, two and one batches ahead of
+`process` ((2) and (4)) in threads of their own; each step queues its device work on a CUDA stream of its own
+(`Models.on`), so on a GPU four batches' work overlaps: the JPEG engines decode one while the detector, Depth
+Anything and the pose model run on the three before it, and each step's host work hides behind the others' kernels.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -49,11 +50,12 @@ class DecodedFrame:
 
 @dataclass
 class DetectedFrame:
-    """A work item's payload after `find_people`: its frame on the device (or why it has none) and its chosen
-    box."""
+    """A work item's payload after `find_people`: its frame on the device (or why it has none) and its chosen box;
+    after `estimate_depth` also its depth (None without a box)."""
 
     frame: Any  # torch.Tensor (3, H, W) uint8, or the ValueError that fails the item
     box: np.ndarray | None
+    depth: Any = None  # pipeline.DepthRow
 
 
 class DepthStage(Stage):
@@ -136,28 +138,27 @@ class DepthStage(Stage):
         return decodes_on_device(self.decode, self.models.device)
 
     def preparation(self) -> tuple[Callable[[Sequence[Work]], list[Work]], ...]:
-        return (self.decode_frames, self.find_people)
+        return (self.decode_frames, self.find_people, self.estimate_depth)
 
     def decode_frames(self, batch: Sequence[Work]) -> list[Work]:
-        """Frames onto the device (nvJPEG: the GPU's JPEG engines), on the models' decode stream: the detector
-        meanwhile runs on the batch before."""
+        """Frames onto the device (nvJPEG: the GPU's JPEG engines), on the models' decode stream."""
         from shardprep.stages.depth.decode import frames_on_device
 
-        with self.models.on_decode_stream():
+        with self.models.on("decode"):
             frames = frames_on_device([work.payload for work in batch], self.models.device)
         return [Work(work.item, DecodedFrame(frame, None, False) if isinstance(frame, ValueError) else DecodedFrame(
             frame, work.payload.get("bbox_gt"), bool(work.payload.get("use_gt_box", False))), work.todo)
             for work, frame in zip(batch, frames)]
 
     def find_people(self, batch: Sequence[Work]) -> list[Work]:
-        """Each decoded frame's person box, chosen on the models' prepare stream."""
+        """Each decoded frame's person box, chosen on the models' detect stream."""
         from shardprep.stages.depth.pipeline import choose_boxes
 
         decoded: list[DecodedFrame] = [work.payload for work in batch]
         usable = [index for index, frame in enumerate(decoded) if not isinstance(frame.frame, ValueError)]
         boxes: dict[int, np.ndarray | None] = {}
         if usable:
-            with self.models.on_prepare_stream():
+            with self.models.on("detect"):
                 frames = [decoded[index].frame for index in usable]
                 self.models.adopt(frames)
                 boxes = dict(zip(usable, choose_boxes(
@@ -166,23 +167,41 @@ class DepthStage(Stage):
         return [Work(work.item, DetectedFrame(frame.frame, boxes.get(index)), work.todo)
                 for index, (work, frame) in enumerate(zip(batch, decoded))]
 
+    def estimate_depth(self, batch: Sequence[Work]) -> list[Work]:
+        """Depth Anything on the frames with a person box, on the models' depth stream."""
+        from shardprep.stages.depth.pipeline import depth_forwards
+
+        detected: list[DetectedFrame] = [work.payload for work in batch]
+        usable = [index for index, frame in enumerate(detected) if not isinstance(frame.frame, ValueError)]
+        depths = {}
+        if usable:
+            with self.models.on("depth"):
+                frames = [detected[index].frame for index in usable]
+                self.models.adopt(frames)
+                depths = dict(zip(usable, depth_forwards(self.models, frames, [detected[i].box for i in usable])))
+        return [Work(work.item, replace(frame, depth=depths.get(index)), work.todo)
+                for index, (work, frame) in enumerate(zip(batch, detected))]
+
     def process(self, batch: Sequence[Work]) -> list[ItemResult | BaseException]:
-        """Keypoints and depths of `prepare`d frames."""
-        from shardprep.stages.depth.pipeline import pose_and_depth
+        """Keypoints of `prepare`d frames, and the depth at them."""
+        from shardprep.stages.depth.pipeline import keypoint_arrays
 
         results: list[ItemResult | BaseException | None] = [None] * len(batch)
-        frames, boxes, indices = [], [], []
+        usable: list[tuple[int, DetectedFrame]] = []
         for index, work in enumerate(batch):
             detected: DetectedFrame = work.payload
             if isinstance(detected.frame, ValueError):
                 results[index] = ValueError(f"item {work.item.id}: {detected.frame}")
-                continue
-            frames.append(detected.frame)
-            boxes.append(detected.box)
-            indices.append(index)
-        if frames:
-            with self.models.on_process_stream():
-                self.models.adopt(frames)
-                for index, arrays in zip(indices, pose_and_depth(self.models, frames, boxes, self.radius)):
-                    results[index] = {"depth": arrays}
+            else:
+                usable.append((index, detected))
+        if usable:
+            frames = [detected.frame for _, detected in usable]
+            depths = [detected.depth for _, detected in usable]
+            with self.models.on("process"):
+                self.models.adopt(frames + [tensor for depth in depths if depth is not None
+                                            for tensor in depth.forward.tensors()])
+                arrays = keypoint_arrays(self.models, frames, [detected.box for _, detected in usable], depths,
+                                         self.radius)
+            for (index, _), frame_arrays in zip(usable, arrays):
+                results[index] = {"depth": frame_arrays}
         return results
