@@ -361,7 +361,7 @@ def union_ns(spans: list[tuple[int, int]]) -> int:
 
 def nvjpeg_behind_default_stream(path: Path, device: torch.device) -> dict[str, float]:
     """ms of one nvJPEG decode (torchvision's `decode_jpeg` on the GPU, called with a side stream current, as the
-    stage's prepare step does) with the legacy default stream idle, and while a spin kernel of `spin_ms` runs there:
+    stage's decode step does) with the legacy default stream idle, and while a spin kernel of `spin_ms` runs there:
     near `spin_ms` means the decoder waits for the default stream's work."""
     from torchvision.io import ImageReadMode, decode_jpeg
 
@@ -395,7 +395,8 @@ def lock_holders(stage, dataset: MMPoseDataset, items, run_dir: Path, raw: Path)
     """Which threads hold Python's global lock during the loop on `items`: py-spy attached to this process samples
     the holder 250 times a second (`record --gil --threads`, raw stacks left in `raw`). Returns the share of the
     loop's sampling ticks that found a holder (`held`; a low bound: ticks py-spy failed to read count as none), each
-    thread kind's share of those (read, prepare, write, MainThread), and the five innermost functions holding it."""
+    thread kind's share of those (read, prepare0, prepare1... for the preparation steps, write, MainThread), and the
+    five innermost functions holding it."""
     import collections
     import shutil
     import signal
@@ -416,7 +417,7 @@ def lock_holders(stage, dataset: MMPoseDataset, items, run_dir: Path, raw: Path)
     for line in raw.read_text().splitlines():
         stack, _, count = line.rpartition(" ")
         frames = stack.split(";")
-        threads[frames[0].split(": ", 1)[-1].rsplit("_", 1)[0]] += int(count)  # "thread (7): prepare_0" -> prepare
+        threads[frames[0].split(": ", 1)[-1].rsplit("_", 1)[0]] += int(count)  # "thread (7): prepare1_0" -> prepare1
         functions[frames[-1].split(" (")[0]] += int(count)
     total = sum(threads.values()) or 1
     return {"held": total / (250 * wall), "threads": {k: v / total for k, v in threads.most_common()},
@@ -507,9 +508,9 @@ def main() -> None:
     parser.add_argument("--device", default="cuda", help="cuda (the measurement) or cpu (a smoke run of the script)")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     parser.add_argument("--main-only", action="store_true",
-                        help="only the naive and stage rates, the parts, GPU busy, the preparation as one step "
-                             "and the depth model alone (e.g. for a second CPU count): no runs under other settings, no shard-plan "
-                             "or fp32 comparison")
+                        help="only the naive and stage rates, the parts, GPU busy, the preparation as one step and the "
+                             "depth model alone (e.g. for a second CPU count): no runs under other settings, no "
+                             "shard-plan or fp32 comparison")
     parser.add_argument("--trace", type=Path, metavar="DIR",
                         help="also write a timeline of the loop over 8 batches (torch profiler: every thread's ops and "
                              "CUDA calls, every stream's kernels) to DIR/<model>-trace.json.gz (summed up by "
