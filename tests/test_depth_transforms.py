@@ -118,3 +118,26 @@ def test_features_at_reads_the_cell_under_a_point():
     vectors = features_at(maps, points, (height, width))
     assert vectors.shape == (2, 3, 2) and vectors.dtype == np.float16
     np.testing.assert_allclose(vectors, points / [width, height], rtol=1e-3)
+
+
+def test_each_frame_samples_its_own_row_of_the_forward_it_shares():
+    """Frames of two sizes in one batch, their depth rows spread over two forwards in another order than the
+    frames': each frame's depth is sampled from its own row, as one frame alone through `joint_depths`."""
+    from shardprep.stages.depth.pipeline import DepthForward, DepthRow, sample_depths
+
+    generator = torch.Generator().manual_seed(0)
+    wide = DepthForward((60, 90), torch.rand(2, 24, 36, generator=generator) * 10, None)
+    tall = DepthForward((90, 60), torch.rand(3, 36, 24, generator=generator) * 10, None)
+    # frame: forward, row (None: no person)
+    rows = [DepthRow(tall, 2), None, DepthRow(wide, 1), DepthRow(tall, 0), DepthRow(wide, 0), DepthRow(tall, 1)]
+    poses = [None if row is None else {"keypoints": np.random.default_rng(index).uniform(0, 59, (17, 2))}
+             for index, row in enumerate(rows)]
+    sampled = sample_depths(rows, poses, radius=2)
+    assert sampled[1] is None
+    for index, row in enumerate(rows):
+        if row is None:
+            continue
+        alone = joint_depths(row.forward.depth[row.row:row.row + 1], row.forward.image_size,
+                             poses[index]["keypoints"][None], 2)
+        for key, value in alone.items():
+            np.testing.assert_array_equal(sampled[index][key], value[0], err_msg=f"frame {index} {key}")
