@@ -3,16 +3,14 @@
 Frames are uploaded to the device once, as uint8; every resampling happens there. Detection runs on the whole
 batch, pose on the batch of chosen boxes' crops, depth on the frames that have a person, one forward per resolution.
 Decoding, detection (`choose_boxes`), depth (`depth_forwards`) and the rest (`keypoint_arrays`) can run as
-separate steps, each on a CUDA stream of its own (`Models.on`): the stage runs them on
-successive batches at once.
+separate steps, each on a CUDA stream of its own (`Models.on`): the stage runs them on successive batches at once.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -63,7 +61,7 @@ class Models:
             for step in STEPS:
                 self.streams.setdefault(step, torch.cuda.Stream(self.device))
 
-    def on(self, step: str) -> contextlib.AbstractContextManager[None]:
+    def on(self, step: str) -> AbstractContextManager[None]:
         """Device work queued in the block goes to `step`'s stream. A decode, detect or depth block is finished
         when it ends: the next step, in another thread, takes its tensors (and must `adopt` them). A process
         block's results reach the host through device-to-host copies, which wait for it."""
@@ -137,10 +135,9 @@ def run_frames(models: Models, frames: list[torch.Tensor], annotated: Sequence[n
 
 def pose_and_depth(models: Models, frames: list[torch.Tensor], boxes: list[np.ndarray | None],
                    radius: int) -> list[dict[str, np.ndarray]]:
-    """The schema's arrays for each frame given its chosen box (or None): depth and keypoints, then depth at them.
-
-    The depth forwards need only which frames have a box, so they are queued first: the device runs them while the
-    host waits for the keypoints, rather than idling between the pose model's results and the depth launch."""
+    """The schema's arrays for each frame given its chosen box (or None), in this thread: keypoints, then the depth
+    at them. The depth forwards need only which frames have a box, so they are queued first: the device runs them
+    while the host waits for the keypoints."""
     return keypoint_arrays(models, frames, boxes, depth_forwards(models, frames, boxes), radius)
 
 
