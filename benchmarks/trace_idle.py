@@ -30,12 +30,17 @@ def covered(spans: list[tuple[float, float]], start: float, bins: int) -> np.nda
     """(bins,) bool: the time bins of BIN_US from `start` that any span [begin, end) in microseconds touches."""
     marks = np.zeros(bins + 1, dtype=np.int64)
     for begin, end in spans:
-        first = min(max(int((begin - start) // BIN_US), 0), bins)
-        last = min(max(int(np.ceil((end - start) / BIN_US)), 0), bins)
+        first, last = bin_range(begin, end, start, bins)
         if last > first:
             marks[first] += 1
             marks[last] -= 1
     return np.cumsum(marks)[:bins] > 0
+
+
+def bin_range(begin: float, end: float, start: float, bins: int) -> tuple[int, int]:
+    """The time bins [first, last) of BIN_US from `start` that the span [begin, end) in microseconds touches."""
+    first = min(max(int((begin - start) // BIN_US), 0), bins)
+    return first, min(max(int(np.ceil((end - start) / BIN_US)), 0), bins)
 
 
 def state_of(event: dict) -> str:
@@ -115,8 +120,8 @@ def idle_ops(spans: list[tuple[float, float, str]], idle: np.ndarray, start: flo
     """Idle GPU time bins inside each outermost op name."""
     counts: Counter = Counter()
     for begin, end, name in spans:
-        first = min(max(int((begin - start) // BIN_US), 0), bins)
-        counts[name] += int(idle[first:min(max(int(np.ceil((end - start) / BIN_US)), 0), bins)].sum())
+        first, last = bin_range(begin, end, start, bins)
+        counts[name] += int(idle[first:last].sum())
     return +counts
 
 

@@ -155,7 +155,7 @@ class DepthStage(Stage):
         from shardprep.stages.depth.pipeline import choose_boxes
 
         decoded: list[DecodedFrame] = [work.payload for work in batch]
-        usable = [index for index, frame in enumerate(decoded) if not isinstance(frame.frame, ValueError)]
+        usable = _with_frames(decoded)
         boxes: dict[int, np.ndarray | None] = {}
         if usable:
             with self.models.on("detect"):
@@ -172,7 +172,7 @@ class DepthStage(Stage):
         from shardprep.stages.depth.pipeline import depth_forwards
 
         detected: list[DetectedFrame] = [work.payload for work in batch]
-        usable = [index for index, frame in enumerate(detected) if not isinstance(frame.frame, ValueError)]
+        usable = _with_frames(detected)
         depths = {}
         if usable:
             with self.models.on("depth"):
@@ -205,3 +205,8 @@ class DepthStage(Stage):
             for (index, _), frame_arrays in zip(usable, arrays):
                 results[index] = {"depth": frame_arrays}
         return results
+
+
+def _with_frames(payloads: Sequence[DecodedFrame | DetectedFrame]) -> list[int]:
+    """Indices of the payloads that hold a frame (not the error that fails their item)."""
+    return [index for index, payload in enumerate(payloads) if not isinstance(payload.frame, ValueError)]
