@@ -30,6 +30,7 @@ import os
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -486,6 +487,31 @@ def variants(stage, dataset: MMPoseDataset, items, folder: Path, size: str, args
             "tuned_s": tuned_s}
 
 
+def host_load(loop: Callable[[], float]) -> tuple[float, dict[str, float]]:
+    """Run `loop` (it returns its seconds) and read what else this machine's CPUs did meanwhile, from /proc/stat:
+    `others_cpus`, the CPUs busy outside this process (other tenants of a shared host, on average), and `steal`, the
+    share of CPU time the hypervisor gave elsewhere. A host-bound loop (V2-Small) slows down with either, so these
+    say whether two runs' figures compare."""
+    def cpu_jiffies() -> tuple[int, int]:  # (busy, steal), all CPUs, in clock ticks
+        fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+        idle = fields[3] + fields[4]  # idle, iowait
+        return sum(fields[:8]) - idle, fields[7]
+    ticks = os.sysconf("SC_CLK_TCK")
+    (busy0, steal0), own0 = cpu_jiffies(), os.times()
+    seconds = loop()
+    (busy1, steal1), own1 = cpu_jiffies(), os.times()
+    own = (own1.user - own0.user) + (own1.system - own0.system)
+    return seconds, {"others_cpus": max(0.0, (busy1 - busy0) / ticks - own) / seconds,
+                     "steal": (steal1 - steal0) / ticks / seconds / (os.cpu_count() or 1)}
+
+
+def cpu_model() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return "unknown CPU"
+
+
 def one_preparation_step(stage, dataset: MMPoseDataset, items, folder: Path, size: str) -> float:
     """Seconds of the loop on `items` with the stage's preparation steps (decode, detect, depth) run as one step,
     one batch ahead of `process`: what running each step in a thread of its own, on successive batches, gives."""
@@ -515,6 +541,8 @@ def main() -> None:
                         help="also write a timeline of the loop over 8 batches (torch profiler: every thread's ops and "
                              "CUDA calls, every stream's kernels) to DIR/<model>-trace.json.gz (summed up by "
                              "benchmarks/trace_idle.py)")
+    parser.add_argument("--repeats", type=int, default=3,
+                        help="runs of the stage's loop back to back; its f/s is their median, each run printed")
     parser.add_argument("--lock-profile", type=Path, metavar="DIR",
                         help="also run the loop once under py-spy (pip install py-spy) and report which threads hold "
                              "Python's global lock; its raw stacks go to DIR/<model>-lock.txt")
@@ -541,8 +569,13 @@ def main() -> None:
             naive_s = naive(stage, dataset, items[:args.naive_frames], ensure(folder / f"naive-{size}"))
             naive_mem = peak_memory_gib(device)
             reset_peak_memory(device)
-            stage_s = staged(stage, dataset, items, folder / f"stage-{size}")
+            # The loop repeated back to back: a host-bound loop varies from run to run with what else the host
+            # does, and a lever is real only beyond that spread.
+            repeats = [host_load(functools.partial(staged, stage, dataset, items, folder / f"stage-{size}-{run}"))
+                       for run in range(args.repeats)]
             stage_mem = peak_memory_gib(device)
+            stage_runs_fps = [args.frames / seconds for seconds, _ in repeats]
+            stage_s = args.frames / float(np.median(stage_runs_fps))
             no_writes_s = float("nan") if args.main_only else \
                 staged(stage, dataset, items, folder / f"no-writes-{size}", write=False)
             gflop, eager_fps, alone_fps = depth_alone(stage, args.batch)
@@ -572,7 +605,8 @@ def main() -> None:
                 "matmul_tflops": peak, "depth_eager_flop_fraction": gflop * eager_fps / 1e3 / peak,
                 "depth_alone_flop_fraction": gflop * alone_fps / 1e3 / peak,
                 "stage_depth_flop_fraction": gflop * stage_fps / 1e3 / peak,
-                "bf16": agreement(naive_dir, RunFolder(folder / f"stage-{size}").shard_folder(0)),
+                "stage_runs_fps": stage_runs_fps, "host_load": [load for _, load in repeats], "cpu": cpu_model(),
+                "bf16": agreement(naive_dir, RunFolder(folder / f"stage-{size}-0").shard_folder(0)),
                 "fp32": agreement(naive_dir, RunFolder(folder / f"fp32-{size}").shard_folder(0)),
                 "parts_ms_per_batch": part_ms, "loop_ms_per_batch": 1e3 * stage_s / (args.frames / args.batch),
                 "gpu_busy": busy["busy"], "gpu_streams_ms_per_batch": busy["streams"],
@@ -584,7 +618,7 @@ def main() -> None:
                 "one_preparation_step_fps": args.frames / one_step_s,
                 "cuda_graphs": graphed, "person_decoding_again": decoded_again,
                 "cpu_decode_vs_nvjpeg": agreement(RunFolder(folder / f"cpu-decode-{size}").shard_folder(0),
-                                                  RunFolder(folder / f"stage-{size}").shard_folder(0)),
+                                                  RunFolder(folder / f"stage-{size}-0").shard_folder(0)),
                 "cpus": len(os.sched_getaffinity(0)),
                 "frames": args.frames, "naive_frames": args.naive_frames, "batch": args.batch,
                 "gpu": torch.cuda.get_device_name() if device.type == "cuda" else "cpu", "torch": torch.__version__,
@@ -610,6 +644,9 @@ def main() -> None:
             f"{name} {ms:.1f}" for name, ms in row["parts_ms_per_batch"].items()) +
             f"; loop {row['loop_ms_per_batch']:.1f}; GPU busy {100 * row['gpu_busy']:.0f}% of the loop; without "
             f"checkpoint writes {row['no_writes_fps']:.1f} f/s")
+        print(f"{'':>6} stage f/s of each run (median above): " + ", ".join(
+            f"{fps:.1f} ({load['others_cpus']:.1f} CPUs busy elsewhere, steal {100 * load['steal']:.0f}%)"
+            for fps, load in zip(row["stage_runs_fps"], row["host_load"])) + f"; {row['cpu']}")
         print(f"{'':>6} GPU activity per stream, ms per batch (streams under 0.5 ms left out): " + ", ".join(
             f"{name} {ms:.1f}" for name, ms in row["gpu_streams_ms_per_batch"].items() if ms >= 0.5))
         print(f"{'':>6} longest kernels, ms per batch: " + ", ".join(
