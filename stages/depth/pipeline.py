@@ -128,16 +128,10 @@ def _on(stream: torch.cuda.Stream | None, finish: bool) -> Iterator[None]:
 def run_frames(models: Models, frames: list[torch.Tensor], annotated: Sequence[np.ndarray | None],
                radius: int, use_annotated: Sequence[bool]) -> list[dict[str, np.ndarray]]:
     """The schema's arrays for each frame (3, H, W) uint8 RGB on the models' device, given each frame's annotated
-    box (or None). `use_annotated[i]`: frame i takes its annotated box even with a detector (datasets in GT-box
-    mode, e.g. 3DPW)."""
-    return pose_and_depth(models, frames, choose_boxes(models, frames, annotated, use_annotated), radius)
-
-
-def pose_and_depth(models: Models, frames: list[torch.Tensor], boxes: list[np.ndarray | None],
-                   radius: int) -> list[dict[str, np.ndarray]]:
-    """The schema's arrays for each frame given its chosen box (or None), in this thread: keypoints, then the depth
-    at them. The depth forwards need only which frames have a box, so they are queued first: the device runs them
-    while the host waits for the keypoints."""
+    box (or None), every step in this thread. `use_annotated[i]`: frame i takes its annotated box even with a
+    detector (datasets in GT-box mode, e.g. 3DPW). The depth forwards need only which frames have a box, so they are
+    queued before the pose model: the device runs them while the host waits for the keypoints."""
+    boxes = choose_boxes(models, frames, annotated, use_annotated)
     return keypoint_arrays(models, frames, boxes, depth_forwards(models, frames, boxes), radius)
 
 
